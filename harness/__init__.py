@@ -1,0 +1,3 @@
+"""harness: reproducible data-science and ML runs by construction."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,85 @@
+"""One exception root for everything harness reports to a user.
+
+    HarnessError                 exit 100  anything harness itself could not do
+    ├── ConfigError              exit 101  no config, unknown key, wrong type (names the key path)
+    ├── CodeError                exit 102  not a git repository, unknown or ambiguous rev
+    │   └── DirtyTreeError       exit 103  uncommitted changes, names the files
+    ├── EnvironmentBuildError    exit 104  base recipe, lock, wheel hash, image build or load
+    ├── DataError                exit 105  missing data path, refused file type, bad snapshot
+    ├── EngineUnavailable        exit 106  Docker not running or not reachable
+    ├── StoreCorruption          exit 107  an object whose bytes no longer match its name
+    └── NotFound                 exit 108  unknown run, snapshot or object id
+
+A run that started returns its own exit code instead; an interrupted run exits 130.
+Every error carries what happened (the message) and what to do next (the hint); the CLI prints both
+and no traceback unless asked for with -v.
+"""
+
+from __future__ import annotations
+
+INTERRUPTED_EXIT_CODE = 130
+
+
+class HarnessError(Exception):
+    exit_code = 100
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "error": type(self).__name__,
+            "message": self.message,
+            "hint": self.hint,
+            "exit_code": self.exit_code,
+        }
+
+
+class ConfigError(HarnessError):
+    exit_code = 101
+
+
+class CodeError(HarnessError):
+    exit_code = 102
+
+
+class DirtyTreeError(CodeError):
+    exit_code = 103
+
+
+class EnvironmentBuildError(HarnessError):
+    exit_code = 104
+
+
+class DataError(HarnessError):
+    exit_code = 105
+
+
+class EngineUnavailable(HarnessError):
+    exit_code = 106
+
+
+class StoreCorruption(HarnessError):
+    exit_code = 107
+
+
+class NotFound(HarnessError):
+    exit_code = 108
+
+
+EXIT_CODES: dict[str, int] = {
+    cls.__name__: cls.exit_code
+    for cls in (
+        HarnessError,
+        ConfigError,
+        CodeError,
+        DirtyTreeError,
+        EnvironmentBuildError,
+        DataError,
+        EngineUnavailable,
+        StoreCorruption,
+        NotFound,
+    )
+}

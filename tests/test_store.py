@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from harness.errors import NotFound, StoreCorruption
+from harness.store import Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "objects")
+
+
+def corrupt(store: Store, digest: str) -> None:
+    """Flip one byte of an object in place, the way a disk error or a careless edit would."""
+    path = store.path(digest)
+    os.chmod(path, 0o644)
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_put_file_names_object_by_sha256_and_makes_it_read_only(store: Store, tmp_path: Path) -> None:
+    src = tmp_path / "data.bin"
+    src.write_bytes(b"hello\n" * 1000)
+    digest, size = store.put_file(src)
+    assert digest == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert size == 6000
+    path = store.path(digest)
+    assert path == store.root / digest[:2] / digest[2:]
+    assert path.read_bytes() == src.read_bytes()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert store.has(digest) and store.verify(digest)
+    assert store.require(digest) == path
+    assert list(store) == [digest]
+    assert not any((store.root / "tmp").iterdir()), "no temp file is left behind"
+    assert src.read_bytes() == b"hello\n" * 1000  # the source is untouched
+
+
+def test_put_stream_is_chunked_and_existing_object_is_not_rewritten(store: Store) -> None:
+    data = os.urandom(3 * (1 << 20) + 17)  # several CHUNKs plus a tail
+    digest, size = store.put_stream(io.BytesIO(data))
+    assert (digest, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    before = store.path(digest).stat()
+    assert store.put_stream(io.BytesIO(data)) == (digest, size)
+    after = store.path(digest).stat()
+    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
+
+
+def test_put_bytes_and_json_round_trip(store: Store) -> None:
+    digest = store.put_json({"b": 1, "a": [1, 2]})
+    assert store.path(digest).read_bytes() == b'{"a":[1,2],"b":1}'
+    assert store.read_json(digest) == {"a": [1, 2], "b": 1}
+    assert store.put_bytes(b"") == hashlib.sha256(b"").hexdigest()
+
+
+def test_adopt_moves_a_hashed_temp_file_in(store: Store, tmp_path: Path) -> None:
+    store.root.mkdir(parents=True)
+    tmp = store.root / "tmp-file"
+    tmp.write_bytes(b"adopted")
+    digest = hashlib.sha256(b"adopted").hexdigest()
+    assert store.adopt(tmp, digest) == store.path(digest)
+    assert not tmp.exists()
+    assert store.verify(digest)
+
+
+def test_missing_and_malformed_ids_are_not_found(store: Store) -> None:
+    missing = "0" * 64
+    assert not store.has(missing) and not store.verify(missing)
+    with pytest.raises(NotFound):
+        store.require(missing)
+    with pytest.raises(NotFound):
+        store.read_bytes(missing)
+    with pytest.raises(NotFound):
+        store.path("not-a-digest")
+
+
+def test_corrupted_object_is_named_and_kept(store: Store) -> None:
+    digest = store.put_bytes(b"precious bytes")
+    corrupt(store, digest)
+    assert store.has(digest)
+    assert not store.verify(digest)
+    with pytest.raises(StoreCorruption, match=digest):
+        store.require(digest)
+    with pytest.raises(StoreCorruption):
+        store.read_bytes(digest)
+    assert store.path(digest).exists(), "the damaged object is kept for inspection"
