@@ -1,0 +1,46 @@
+"""`harness lock`: resolve a project's requirements into a hash-pinned lock for its image's Python and platform."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from . import images, lockfile
+from .config import load_config
+from .errors import ConfigError
+
+
+def lock_project(project_dir: Path) -> dict[str, Any]:
+    config = load_config(project_dir)
+    if not config.requirements:
+        raise ConfigError(
+            f"{config.file.name}: {config.key('requirements')}: missing; `harness lock` needs a requirements file",
+            'add requirements = "requirements.txt" with one requirement per line',
+        )
+    requirements = lockfile.read_requirements(config.root / config.requirements)
+    recipe = images.load_recipe(config.base, config.root)
+    lock_path = config.root / config.lock
+    old = lockfile.read_lock(lock_path) if lock_path.is_file() else None
+    new = lockfile.resolve(requirements, recipe.python, recipe.platform)
+    changes = lockfile.diff_locks(old, new)
+    lockfile.write_lock(lock_path, new)
+    return {
+        "lock": str(lock_path),
+        "python": new.python,
+        "platform": new.platform,
+        "digest": new.digest,
+        "packages": [p.to_dict() for p in new.packages],
+        "changes": changes,
+    }
+
+
+def check_lock_current(lock: lockfile.Lock, requirements_text: str | None, requirements_name: str | None) -> None:
+    """Refuse a lock that was resolved from other requirements than the ones committed now."""
+    if requirements_text is None or requirements_name is None:
+        return
+    requirements = lockfile.parse_requirements(requirements_text, requirements_name)
+    if lockfile.requirements_digest(requirements) != lock.requirements_digest:
+        raise ConfigError(
+            f"the lock is older than {requirements_name}: the requirements changed since `harness lock` ran",
+            "run `harness lock`, commit the lock, and run again",
+        )
