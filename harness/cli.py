@@ -1,0 +1,243 @@
+"""The command line: parse, call one core function, render. No docker or git here.
+
+Exit codes: a run that ran returns its own exit code; harness's own errors use 100-108 (see harness/errors.py
+and `harness help-exit-codes`); 2 is a usage error; 130 an interrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .errors import EXIT_CODES, INTERRUPTED_EXIT_CODE, HarnessError
+
+app = typer.Typer(
+    name="harness",
+    help=(
+        "Reproducible runs by construction: the committed code, an image pinned by hash, a hashed read-only "
+        "data snapshot and the params, run in a hermetic container and recorded.\n\n"
+        "Start with `harness init` in a git project, then `harness run --commit HEAD`."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_STATE: dict[str, Any] = {"json": False, "verbose": False}
+
+ProjectOpt = Annotated[
+    Path, typer.Option("--project", "-C", help="Project directory (default: the current directory).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON result on stdout.")]
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")] = False,
+) -> None:
+    _STATE["verbose"] = verbose
+
+
+class TerminalReporter:
+    """Progress to stderr; the container's output to the terminal as it arrives (to stderr under --json)."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def progress(self, message: str) -> None:
+        typer.secho(f"harness: {message}", err=True, fg=typer.colors.BRIGHT_BLACK)
+
+    def output(self, stream: str, chunk: bytes) -> None:
+        target = sys.stderr if (self.as_json or stream == "stderr") else sys.stdout
+        target.buffer.write(chunk)
+        target.flush()
+
+    def started(self, run_id: str) -> None:
+        typer.secho(f"harness: run {run_id} started", err=True, fg=typer.colors.CYAN)
+
+
+@app.command()
+def run(
+    command: Annotated[
+        list[str] | None, typer.Argument(help="Override the configured command (after --), e.g. -- python eval.py")
+    ] = None,
+    commit: Annotated[str, typer.Option("--commit", help="Commit to run: any rev git understands.")] = "HEAD",
+    config: Annotated[
+        list[str] | None, typer.Option("--config", "-c", help="Named param config from the params file; repeatable.")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Override a param: key=value (YAML scalar); repeatable.")
+    ] = None,
+    allow_dirty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-dirty",
+            help="Run the working tree with uncommitted changes; the changes are stored and the run marked dirty. "
+            "Refused when CI is set.",
+        ),
+    ] = False,
+    name: Annotated[str | None, typer.Option("--name", help="Name for this run (default: project+configs).")] = None,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the project's entry point hermetically and record everything about it.
+
+    The code is the commit (never the working tree, unless --allow-dirty), the environment is the image built
+    from the base recipe and the lock, the data is a read-only snapshot, and params come from the config, -c
+    and -p. Exits with the run's own exit code.
+
+    Examples:
+
+      harness run --commit HEAD
+
+      harness run -c linear_regression -p test_days=14
+
+      CI=true harness run --json
+    """
+    from .runner import RunRequest
+    from .runner import run as run_project
+
+    _STATE["json"] = as_json
+    request = RunRequest(
+        project_dir=project,
+        rev=commit,
+        allow_dirty=allow_dirty,
+        configs=tuple(config or ()),
+        overrides=tuple(param or ()),
+        name=name,
+        command=tuple(command) if command else None,
+    )
+    result = run_project(request, TerminalReporter(as_json))
+    record = result.record
+    if as_json:
+        _print_json(record)
+    else:
+        from .render import run_summary
+
+        typer.echo(run_summary(record), err=True)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def show(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id or a unique prefix of one.")],
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one run's record: code, environment, data, params, outputs, metrics."""
+    from .render import show_record
+    from .runs import read_record
+
+    _STATE["json"] = as_json
+    record = read_record(project, run_id)
+    if as_json:
+        _print_json(record)
+    else:
+        typer.echo(show_record(record))
+
+
+@app.command("ls")
+def list_runs(
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Show at most N runs (newest first).")] = None,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """List runs, newest first: time, name, status, commit, dirty, data, image, params, metrics."""
+    from .render import runs_table
+    from .runs import list_records
+
+    _STATE["json"] = as_json
+    records = list_records(project, limit)
+    if as_json:
+        _print_json(records)
+    else:
+        typer.echo(runs_table(records))
+
+
+@app.command()
+def init(
+    project: ProjectOpt = Path("."),
+    standalone: Annotated[
+        bool, typer.Option("--harness-toml", help="Write harness.toml even if pyproject.toml exists.")
+    ] = False,
+) -> None:
+    """Write a commented starter config: a [tool.harness] table in pyproject.toml (every existing line kept),
+    or harness.toml; and add .harness/ to .gitignore."""
+    from .initconfig import init_project
+
+    for line in init_project(project.resolve(), standalone):
+        typer.echo(line)
+
+
+@app.command()
+def lock(
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Resolve the requirements into a hash-pinned lock for the image's Python and platform (not the host's),
+    and say what changed against the old lock."""
+    from .locking import lock_project
+
+    _STATE["json"] = as_json
+    outcome = lock_project(project.resolve())
+    if as_json:
+        _print_json(outcome)
+        return
+    typer.echo(f"wrote {outcome['lock']} ({len(outcome['packages'])} packages)")
+    for line in outcome["changes"] or ["no changes"]:
+        typer.echo(f"  {line}")
+
+
+@app.command("exit-codes")
+def exit_codes() -> None:
+    """Print the exit codes harness uses, for CI scripts."""
+    typer.echo("0-255  the run's own exit code, when the run started")
+    typer.echo("2      usage error (bad option or argument)")
+    for name, code in sorted(EXIT_CODES.items(), key=lambda kv: kv[1]):
+        typer.echo(f"{code}    {name}")
+    typer.echo(f"{INTERRUPTED_EXIT_CODE}    interrupted (Ctrl-C); the run is recorded as interrupted")
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import click
+
+    try:
+        result = app(args=argv, standalone_mode=False)
+        return int(result or 0)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("interrupted", err=True)
+        return INTERRUPTED_EXIT_CODE
+    except click.ClickException as exc:
+        exc.show()
+        return int(exc.exit_code)
+    except HarnessError as exc:
+        if _STATE["verbose"]:
+            traceback.print_exc()
+        if _STATE["json"]:
+            _print_json(exc.to_dict())
+        typer.secho(f"error: {exc.message}", err=True, fg=typer.colors.RED)
+        if exc.hint:
+            typer.echo(f"hint: {exc.hint}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return INTERRUPTED_EXIT_CODE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
