@@ -1,0 +1,67 @@
+"""The bikes example, run the way the README tells a user to: its own git repository, two named configs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.projects import git, harness, make_repo
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="module")
+def bikes(tmp_path_factory: pytest.TempPathFactory, harness_cache: Path) -> Path:
+    root = tmp_path_factory.mktemp("bikes") / "bikes"
+    shutil.copytree(EXAMPLES / "bikes", root, ignore=shutil.ignore_patterns("__pycache__", ".harness"))
+    make_repo(root, {".gitignore": ".harness/\n"}, message="bikes example")
+    return root
+
+
+def test_bikes_baseline_then_linear_regression(bikes: Path) -> None:
+    first = harness(bikes, "run", "--commit", "HEAD", "--json")
+    assert first.returncode == 0, first.stderr
+    second = harness(bikes, "run", "--commit", "HEAD", "-c", "linear_regression", "--json")
+    assert second.returncode == 0, second.stderr
+    assert "building" not in second.stderr.lower()  # the second run builds no image
+
+    commit = git(bikes, "rev-parse", "HEAD").strip()
+    records = []
+    for result in (first, second):
+        run_id = json.loads(result.stdout)["id"]
+        shown = harness(bikes, "show", run_id, "--json")
+        assert shown.returncode == 0
+        records.append(json.loads(shown.stdout))
+    baseline, linear = records
+    for record in records:
+        assert record["status"] == "succeeded"
+        assert record["code"]["commit"] == commit and record["code"]["dirty"] is False
+        assert len(record["data"]["snapshot"]) == 64 and record["data"]["files"] == 1
+        assert {"metrics.json", "predictions.csv", "predictions.png"} <= set(record["outputs"]["files"])
+        assert all(len(sha) == 64 for sha in record["outputs"]["files"].values())
+        assert {"rmse_train", "rmse_test"} <= set(record["metrics"])
+    image_id = baseline["environment"]["image_id"]
+    assert linear["environment"]["image_id"] == image_id
+    inspected = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", image_id], capture_output=True, text=True, check=True
+    )
+    assert inspected.stdout.strip() == image_id
+    # Exactly the locked packages, nothing else (pip itself is not installed into the environment).
+    locked = {
+        line.split('"')[1] for line in (bikes / "harness.lock").read_text().splitlines() if line.startswith("name = ")
+    }
+    assert {p["name"] for p in baseline["environment"]["packages"]} == locked
+    assert baseline["params"]["model"] == "baseline" and linear["params"]["model"] == "linear_regression"
+    assert linear["metrics"]["rmse_test"] < baseline["metrics"]["rmse_test"]
+    # Same code, data, params and image: the same bytes out.
+    rerun = harness(bikes, "run", "--json")
+    assert json.loads(rerun.stdout)["outputs"]["files"] == baseline["outputs"]["files"]
+
+    table = harness(bikes, "ls").stdout
+    assert "bikes+linear_regression" in table and "rmse_test=" in table
