@@ -88,9 +88,10 @@ def run(
 ) -> None:
     """Run the project's entry point hermetically and record everything about it.
 
-    The code is the commit (never the working tree, unless --allow-dirty), the environment is the image built
-    from the base recipe and the lock, the data is a read-only snapshot, and params come from the config, -c
-    and -p. Exits with the run's own exit code.
+    Code: the commit, never the working tree (unless --allow-dirty).
+    Environment: the image built from the base recipe and the lock.
+    Data: a hashed, read-only snapshot. Params: config defaults, then -c configs, then -p overrides.
+    Exits with the run's own exit code; harness's own errors use 101-108 (see `harness exit-codes`).
 
     Examples:
 
@@ -113,6 +114,7 @@ def run(
         name=name,
         command=tuple(command) if command else None,
     )
+    _sigterm_interrupts()
     result = run_project(request, TerminalReporter(as_json))
     record = result.record
     if as_json:
@@ -167,8 +169,11 @@ def init(
         bool, typer.Option("--harness-toml", help="Write harness.toml even if pyproject.toml exists.")
     ] = False,
 ) -> None:
-    """Write a commented starter config: a [tool.harness] table in pyproject.toml (every existing line kept),
-    or harness.toml; and add .harness/ to .gitignore."""
+    """Write a commented starter config and ignore the store.
+
+    Adds a tool.harness table to pyproject.toml, keeping every existing line, or writes harness.toml when
+    there is no pyproject.toml (or with --harness-toml); adds .harness/ to .gitignore.
+    """
     from .initconfig import init_project
 
     for line in init_project(project.resolve(), standalone):
@@ -180,8 +185,12 @@ def lock(
     project: ProjectOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
-    """Resolve the requirements into a hash-pinned lock for the image's Python and platform (not the host's),
-    and say what changed against the old lock."""
+    """Pin the requirements by hash for the image's Python and platform.
+
+    Resolves the configured requirements file into the lock (wheels only, for the base recipe's Python and
+    platform, not the host's) and says what changed against the old lock. Commit the lock: a run whose lock
+    is older than its requirements is refused.
+    """
     from .locking import lock_project
 
     _STATE["json"] = as_json
@@ -204,27 +213,30 @@ def exit_codes() -> None:
     typer.echo(f"{INTERRUPTED_EXIT_CODE}    interrupted (Ctrl-C); the run is recorded as interrupted")
 
 
+def _sigterm_interrupts() -> None:
+    """CI cancels a job with SIGTERM: treat it like Ctrl-C, so the container is removed and the run recorded."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
     sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
-    import click
-
     try:
         result = app(args=argv, standalone_mode=False)
         return int(result or 0)
     except typer.Exit as exc:
         return int(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("interrupted", err=True)
         return INTERRUPTED_EXIT_CODE
-    except click.ClickException as exc:
-        exc.show()
-        return int(exc.exit_code)
     except HarnessError as exc:
         if _STATE["verbose"]:
             traceback.print_exc()
@@ -237,6 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return INTERRUPTED_EXIT_CODE
+    except Exception as exc:
+        # Usage errors (bad option, missing argument) come from typer's click layer, whichever click that is.
+        show = getattr(exc, "show", None)
+        if callable(show) and isinstance(getattr(exc, "exit_code", None), int):
+            show()
+            return int(exc.exit_code)  # type: ignore[attr-defined]
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -130,7 +130,7 @@ class Repository:
         for item in out.split("\0"):
             if not item:
                 continue
-            code, path = item[:2], item[3:]
+            code, repo_path = item[:2], item[3:]
             if code == "??":
                 status = "untracked"
             elif "D" in code:
@@ -141,7 +141,7 @@ class Repository:
                 status = "typechange"
             else:
                 status = "modified"
-            changes.append(Change(path=self._project_relative(path), status=status))
+            changes.append(Change(path=self._project_relative(repo_path), status=status))
         return sorted(changes, key=lambda c: c.path)
 
     def _project_relative(self, repo_path: str) -> str:

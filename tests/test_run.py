@@ -271,7 +271,8 @@ def test_two_runs_at_once_both_succeed_with_distinct_ids(project: Path) -> None:
     assert len(ids) == 2
 
 
-def test_ctrl_c_stops_the_container_and_records_the_run_as_interrupted(project: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_stops_the_container_and_records_the_run_as_interrupted(project: Path, signum: int) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "run", "-p", "sleep=60"],
         cwd=project,
@@ -285,7 +286,7 @@ def test_ctrl_c_stops_the_container_and_records_the_run_as_interrupted(project: 
     for line in proc.stdout:  # wait until the container is running its code
         if "probe ran" in line or time.monotonic() > deadline:
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     code = proc.wait(timeout=60)
     stderr = proc.stderr.read() if proc.stderr else ""
     assert code == 130, stderr
