@@ -213,6 +213,10 @@ def exit_codes() -> None:
     typer.echo(f"{INTERRUPTED_EXIT_CODE}    interrupted (Ctrl-C); the run is recorded as interrupted")
 
 
+# Sub-command groups live in their own modules (cli_<group>.py, each a typer.Typer) and are added here:
+# app.add_typer(<group>_app, name="<group>")
+
+
 def _sigterm_interrupts() -> None:
     """CI cancels a job with SIGTERM: treat it like Ctrl-C, so the container is removed and the run recorded."""
     import signal
