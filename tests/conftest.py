@@ -70,3 +70,11 @@ def tiny_env(tiny_lock: Lock, env_layout: Layout, engine: Engine) -> Environment
     """The default base + six, built once per session (about 30 s cold, mmdebstrap included) and then reused."""
     recipe = load_recipe("bookworm", env_layout.project)
     return ensure_environment(recipe, tiny_lock, env_layout, engine)
+
+
+@pytest.fixture()
+def probe_project(tmp_path: Path, tiny_env: Environment, tiny_lock: Lock) -> Path:
+    """A committed git project (tests/projects.py PROBE_*) whose environment is the session's tiny_env."""
+    from tests.projects import make_probe_project
+
+    return make_probe_project(tmp_path / "probe", tiny_lock)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "harness-tests",
@@ -14,6 +15,66 @@ GIT_ENV = {
     "GIT_COMMITTER_EMAIL": "tests@example.invalid",
     "GIT_CONFIG_NOSYSTEM": "1",
 }
+
+
+PROBE_CONFIG = """
+name = "probe"
+base = "bookworm"
+lock = "harness.lock"
+requirements = "requirements.txt"
+command = ["python", "main.py"]
+params_file = "params.yaml"
+
+[data]
+numbers = "data/numbers"
+
+[params]
+scale = 1
+exit = 0
+sleep = 0
+"""
+
+PROBE_MAIN = r"""
+import json, os, pathlib, socket, sys, time
+
+params = json.load(open(os.environ["HARNESS_PARAMS"]))
+out = pathlib.Path(os.environ["HARNESS_OUTPUTS"])
+values = [int(x) for x in pathlib.Path("/data/numbers/values.txt").read_text().split()]
+
+
+def can_write(path):
+    try:
+        with open(path, "w") as fh:
+            fh.write("x")
+        return True
+    except OSError:
+        return False
+
+
+import six  # from the locked environment
+
+probe = {
+    "uid": os.getuid(),
+    "hostname": socket.gethostname(),
+    "interfaces": sorted(os.listdir("/sys/class/net")),
+    "write_code": can_write("/code/new.txt"),
+    "write_data": can_write("/data/numbers/values.txt"),
+    "write_root": can_write("/etc/x"),
+    "code_files": sorted(p.name for p in pathlib.Path("/code").iterdir()),
+    "env": {k: os.environ.get(k) for k in ("TZ", "PYTHONHASHSEED", "SOURCE_DATE_EPOCH", "OMP_NUM_THREADS",
+                                              "HARNESS_PARAM_SCALE", "LC_ALL")},
+    "six": six.__version__,
+    "python": sys.executable,
+}
+print("probe ran", flush=True)
+print("to stderr", file=sys.stderr, flush=True)
+(out / "probe.json").write_text(json.dumps(probe, sort_keys=True))
+(out / "sub").mkdir()
+(out / "sub" / "total.txt").write_text(str(sum(values) * params["scale"]))
+(out / "metrics.json").write_text(json.dumps({"total": sum(values) * params["scale"], "nested": {"n": len(values)}}))
+time.sleep(params["sleep"])
+sys.exit(params["exit"])
+"""
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -65,3 +126,25 @@ def harness(
         text=True,
         timeout=timeout,
     )
+
+
+def make_probe_project(root: Path, lock: Any) -> Path:
+    """A small real project: reads data and params, probes its sandbox, writes outputs and metrics.
+    ``lock`` is a harness.lockfile.Lock for an environment holding six."""
+    from harness.lockfile import write_lock
+
+    root.mkdir(parents=True)
+    write_lock(root / "harness.lock", lock)
+    make_repo(
+        root,
+        {
+            "harness.toml": PROBE_CONFIG,
+            "main.py": PROBE_MAIN,
+            "requirements.txt": "\n".join(lock.requirements) + "\n",
+            "params.yaml": "double:\n  scale: 2\nfail:\n  exit: 3\n",
+            ".gitignore": ".harness/\ndata/\n*.local\n",
+        },
+    )
+    (root / "data" / "numbers").mkdir(parents=True)
+    (root / "data" / "numbers" / "values.txt").write_text("1 2 3 4\n")
+    return root
