@@ -1,4 +1,5 @@
-"""Warm `harness run` of a trivial command next to `docker run --rm --network none` of the same image.
+"""Warm `harness run` of a trivial command next to `docker run --rm --network none` of the same image, and
+`harness rebuild` of that run (no build needed) next to the run itself.
 
 Builds (or reuses) a tiny project's environment first, then times both, interleaved, N times each, and prints
 medians and the ratio. Usage: python bench/run_overhead.py [--n 15] [--project DIR]
@@ -68,10 +69,13 @@ def main() -> None:
     for _ in range(args.n):
         h_times.append(timed([*harness, "run"], root))
         d_times.append(timed(docker, root))
-    h, d = statistics.median(h_times), statistics.median(d_times)
+    run_id = json.loads(first.stdout)["id"]
+    r_times = [timed([*harness, "rebuild", run_id], root) for _ in range(args.n)]
+    h, d, r = statistics.median(h_times), statistics.median(d_times), statistics.median(r_times)
     print(f"warm harness run (python -c pass), median of {args.n}: {h:.3f} s")
     print(f"docker run --rm --network none,     median of {args.n}: {d:.3f} s")
     print(f"ratio harness/docker: {h / d:.2f}  (overhead {h - d:+.3f} s per run)")
+    print(f"harness rebuild of that run,        median of {args.n}: {r:.3f} s  ({r - h:+.3f} s vs the run itself)")
 
 
 if __name__ == "__main__":

@@ -144,6 +144,59 @@ def show(
         typer.echo(show_record(record))
 
 
+@app.command()
+def rebuild(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id or a unique prefix of one.")],
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-execute a run from its record alone and prove its outputs bit-identical.
+
+    The image, code (even if the commit is gone from the repository), data snapshot, params and command all
+    come from the record and the stores; a missing or tampered input is named and nothing runs. Exits 0 when
+    every output file, the exit code and the metrics match; 1 when they differ, listing each differing file
+    with both hashes and sizes, a short diff for text outputs and the metrics side by side.
+
+    Use it as a CI gate: harness rebuild RUN --json
+    """
+    from .rebuild import rebuild as rebuild_run
+    from .render import rebuild_report
+
+    _STATE["json"] = as_json
+    _sigterm_interrupts()
+    result = rebuild_run(project, run_id, TerminalReporter(as_json))
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        typer.echo(rebuild_report(result.to_dict()), err=False)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("diff")
+def diff_runs(
+    run_a: Annotated[str, typer.Argument(metavar="RUN_A", help="The first run (id or unique prefix).")],
+    run_b: Annotated[str, typer.Argument(metavar="RUN_B", help="The second run.")],
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Why two runs gave different results: what differs in their inputs and outputs.
+
+    Inputs: code (commit, tree, uncommitted changes), environment (image, packages), data (snapshot and the
+    files that changed), params, command and runtime settings. Outputs: files, exit code, metrics.
+    Exits 0 when nothing differs, 1 otherwise.
+    """
+    from .render import runs_diff
+    from .runs import diff_runs as compare_runs
+
+    _STATE["json"] = as_json
+    result = compare_runs(project, run_a, run_b)
+    if as_json:
+        _print_json(result)
+    else:
+        typer.echo(runs_diff(result))
+    raise typer.Exit(0 if result["identical"] else 1)
+
+
 @app.command("ls")
 def list_runs(
     limit: Annotated[int | None, typer.Option("--limit", "-n", help="Show at most N runs (newest first).")] = None,
@@ -206,7 +259,8 @@ def lock(
 @app.command("exit-codes")
 def exit_codes() -> None:
     """Print the exit codes harness uses, for CI scripts."""
-    typer.echo("0-255  the run's own exit code, when the run started")
+    typer.echo("0-255  the run's own exit code, when the run started (harness run)")
+    typer.echo("0/1    rebuild and diff: 0 identical, 1 different")
     typer.echo("2      usage error (bad option or argument)")
     for name, code in sorted(EXIT_CODES.items(), key=lambda kv: kv[1]):
         typer.echo(f"{code}    {name}")

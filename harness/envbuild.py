@@ -52,10 +52,13 @@ _FREEZE = (
 _SCRIPT = f"""set -eu
 echo 'harness: creating {VENV}' >&2
 python3 -m venv --without-pip {VENV}
+# An empty lock (standard library only) installs nothing: pip refuses an empty requirements file.
+if [ -s /req/requirements.txt ]; then
 echo 'harness: installing wheels' >&2
 {VENV}/bin/python /wheels/{PIP_INSTALLER.filename}/pip install --no-index --find-links /wheels \\
   --no-compile --no-deps --require-hashes --no-cache-dir --disable-pip-version-check \\
   --root-user-action=ignore --no-input --progress-bar off -r /req/requirements.txt
+fi
 echo 'harness: compiling' >&2
 {VENV}/bin/python -m compileall -q -j 1 --invalidation-mode unchecked-hash {VENV}
 echo 'harness: checking what was installed' >&2

@@ -277,8 +277,9 @@ def format_lock(lock: Lock) -> str:
         for key, value in pkg.to_dict().items():
             table.add(key, value)
         packages.append(table)
-    doc.add(tomlkit.nl())
-    doc.add("package", packages)
+    if lock.packages:  # an empty array of tables would be written as `package = []` above the header
+        doc.add(tomlkit.nl())
+        doc.add("package", packages)
     return tomlkit.dumps(doc)
 
 
@@ -444,6 +445,9 @@ def resolve(
         # Passed as argv, so a leading dash would be read as a pip option.
         if not req.strip() or req.lstrip().startswith("-"):
             raise ConfigError(f"requirements: {req!r} is not a requirement", hint="use `name==version` lines")
+    if not requirements:
+        # Standard library only: nothing to resolve (and pip refuses to resolve nothing).
+        return Lock(python, platform, (), requirements_digest([]), ())
     with tempfile.TemporaryDirectory(prefix="harness-lock-") as tmp:
         report_path = Path(tmp) / "report.json"
         args = [

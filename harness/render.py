@@ -114,3 +114,89 @@ def runs_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(
         "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
     )
+
+
+def _value(value: Any) -> str:
+    return "-" if value is None else _fmt_value(value)
+
+
+def output_comparison(outputs: dict[str, Any], old_label: str, new_label: str) -> list[str]:
+    lines: list[str] = []
+    exit_code = outputs["exit_code"]
+    if exit_code["old"] != exit_code["new"]:
+        lines.append(f"exit code: {_value(exit_code['old'])} ({old_label}) vs {_value(exit_code['new'])} ({new_label})")
+    for f in outputs["files"]:
+        old, new = f["old"], f["new"]
+        lines.append(
+            f"{f['status']:8} {f['path']}  {old_label}: {_short(old['sha256'], 16)} ({_value(old['size'])} bytes)"
+            f"  {new_label}: {_short(new['sha256'], 16)} ({_value(new['size'])} bytes)"
+        )
+        if f.get("diff"):
+            lines.extend("    " + line for line in f["diff"].splitlines())
+    if outputs["metrics"]:
+        width = max(7, *(len(m["key"]) for m in outputs["metrics"]))
+        lines.append(f"{'metrics':{width}}  {old_label:>14}  {new_label:>14}")
+        for m in outputs["metrics"]:
+            lines.append(f"{m['key']:{width}}  {_value(m['old']):>14}  {_value(m['new']):>14}")
+    return lines
+
+
+def input_comparison(inputs: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for section, detail in inputs["differences"].items():
+        if section == "params":
+            for p in detail:
+                lines.append(f"params   {p['key']}: {_value(p['old'])} -> {_value(p['new'])}")
+        elif section == "runtime":
+            for r in detail:
+                lines.append(f"runtime  {r['key']}: {_value(r['old'])} -> {_value(r['new'])}")
+        elif section == "data":
+            changed = {k: detail.get(k) for k in ("added", "removed", "changed") if detail.get(k)}
+            files = "; ".join(f"{k}: {', '.join(v[:5])}" + (" ..." if len(v) > 5 else "") for k, v in changed.items())
+            snap = detail["snapshot"]
+            lines.append(f"data     {_short(snap['old'])} -> {_short(snap['new'])}" + (f"  ({files})" if files else ""))
+        elif section == "environment":
+            img = detail["image_id"]
+            lines.append(f"image    {_short(img['old'])} -> {_short(img['new'])}")
+            for p in detail["packages"]:
+                lines.append(f"         {p['name']}: {_value(p['old'])} -> {_value(p['new'])}")
+        elif section == "code":
+            for key in ("commit", "tree", "dirty", "patch"):
+                if key in detail:
+                    lines.append(f"code     {key}: {_value(detail[key]['old'])} -> {_value(detail[key]['new'])}")
+            if "note" in detail:
+                lines.append(f"         ({detail['note']})")
+        elif section == "command":
+            lines.append(f"command  {' '.join(detail['old'])} -> {' '.join(detail['new'])}")
+    return lines
+
+
+def rebuild_report(result: dict[str, Any]) -> str:
+    head = f"rebuild {result['rebuild']} of run {result['original']}: "
+    outputs = result["outputs"]
+    if result["identical"]:
+        return head + f"IDENTICAL: {outputs['same_files']} output files, exit code and metrics match bit for bit"
+    lines = [head + "DIFFERENT"]
+    lines += ["  " + line for line in output_comparison(outputs, "original", "rebuild")]
+    inputs = input_comparison(result["inputs"])
+    if inputs:
+        lines.append("  inputs that differ from the original run:")
+        lines += ["    " + line for line in inputs]
+    else:
+        lines.append("  every recorded input was the same: the code itself is not deterministic")
+        lines.append("  (wall-clock time, unseeded randomness, thread scheduling); fix the seed through a param")
+    return "\n".join(lines)
+
+
+def runs_diff(result: dict[str, Any]) -> str:
+    a, b = result["a"], result["b"]
+    if result["identical"]:
+        return f"runs {a} and {b}: same inputs, same outputs"
+    lines = [f"runs {a} -> {b}"]
+    inputs = input_comparison(result["inputs"])
+    lines.append("inputs:" if inputs else "inputs: identical")
+    lines += ["  " + line for line in inputs]
+    outputs = output_comparison(result["outputs"], a, b)
+    lines.append("outputs:" if outputs else "outputs: identical")
+    lines += ["  " + line for line in outputs]
+    return "\n".join(lines)

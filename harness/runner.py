@@ -141,6 +141,22 @@ def _check_clean(repo: Repository, commit: CommitInfo, request: RunRequest, layo
     return changes
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """Everything the container needs, resolved: from a project at a commit (run) or from a record (rebuild)."""
+
+    layout: Layout
+    command: tuple[str, ...]
+    params: Params
+    commit_time: int  # SOURCE_DATE_EPOCH
+    threads: int
+    extra_env: dict[str, str]
+    archive: str  # code archive object
+    patch: str | None  # dirty-run patch manifest object
+    data: snapshot.Snapshot
+    image_id: str
+
+
 def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -> RunResult:
     project = load_project(request)
     layout = project.layout
@@ -161,19 +177,40 @@ def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -
         layout.stat_cache,
         progress=_byte_progress(reporter, "snapshotting data"),
     )
+    record = _initial_record(request, project, environment, archive, patch, data, host)
+    # The lock itself, so a rebuild can rebuild the image from the recipe if its archive is gone.
+    record["environment"]["lock_object"] = store.put_json(project.lock.to_dict())
+    inputs = Inputs(
+        layout=layout,
+        command=tuple(record["command"]),
+        params=project.params,
+        commit_time=project.commit.time,
+        threads=project.config.threads,
+        extra_env=project.config.env,
+        archive=archive,
+        patch=patch.manifest if patch else None,
+        data=data,
+        image_id=environment.image_id,
+    )
+    return execute(inputs, record, engine, reporter)
 
+
+def execute(inputs: Inputs, record: dict[str, Any], engine: Engine, reporter: Reporter) -> RunResult:
+    """Allocate a run, record it, run the container, collect outputs and metrics, finish the record."""
+    layout = inputs.layout
+    store = Store(layout.objects)
     records = Records(layout.runs, layout.index)
     paths = records.allocate()
     started = time.time()
-    record = _initial_record(paths.id, request, project, environment, archive, patch, data, host)
+    record["id"] = paths.id
     record["started_at"] = _iso(started)
     records.write(record)
     reporter.started(paths.id)
 
     work = layout.work / paths.id
     try:
-        spec = _prepare(project, paths, work, store, archive, patch, data, environment.image_id, record["command"])
-        record["runtime"] = _runtime(spec, project)
+        spec = _prepare(inputs, paths, work, store)
+        record["runtime"] = _runtime(spec, inputs)
         records.write(record)
         reporter.progress(f"running {' '.join(spec.command)}")
         with open(paths.log, "ab") as log:
@@ -206,7 +243,6 @@ def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -
 
 
 def _initial_record(
-    run_id: str,
     request: RunRequest,
     project: Project,
     environment: images.Environment,
@@ -220,7 +256,7 @@ def _initial_record(
     name = request.name or "+".join((config.name, *project.params.configs))
     return {
         "schema": SCHEMA,
-        "id": run_id,
+        "id": None,
         "name": name,
         "status": "running",
         "exit_code": None,
@@ -243,6 +279,7 @@ def _initial_record(
             "remote": commit.remote,
             "subject": commit.subject,
             "committed_at": _iso(commit.time),
+            "committed_at_epoch": commit.time,
             "project_path": project.repo.subdir,
             "archive": archive,
         },
@@ -257,25 +294,15 @@ def _initial_record(
     }
 
 
-def _prepare(
-    project: Project,
-    paths: RunPaths,
-    work: Path,
-    store: Store,
-    archive: str,
-    patch: codebase.DirtyPatch | None,
-    data: snapshot.Snapshot,
-    image_id: str,
-    command: list[str],
-) -> ContainerSpec:
+def _prepare(inputs: Inputs, paths: RunPaths, work: Path, store: Store) -> ContainerSpec:
     work.mkdir(parents=True)
-    codebase.materialize_code(store, archive, work / "code", patch.manifest if patch else None)
+    codebase.materialize_code(store, inputs.archive, work / "code", inputs.patch)
     mounts = [Mount(work / "code", "/code")]
-    if data.entries:
-        snapshot.materialize(store, data.digest, work / "data")
+    if inputs.data.entries:
+        snapshot.materialize(store, inputs.data.digest, work / "data")
         mounts.append(Mount(work / "data", "/data"))
     (work / "harness").mkdir()
-    (work / "harness" / "params.json").write_text(json.dumps(project.params.values, indent=2, sort_keys=True))
+    (work / "harness" / "params.json").write_text(json.dumps(inputs.params.values, indent=2, sort_keys=True))
     for path in (work / "harness", work / "harness" / "params.json"):
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
     mounts.append(Mount(work / "harness", "/harness"))
@@ -285,7 +312,7 @@ def _prepare(
         os.chmod(paths.outputs, 0o777)  # the container's unprivileged user writes here
     mounts.append(Mount(paths.outputs, "/outputs", read_only=False))
     uid_gid = user or f"{os.getuid()}:{os.getgid()}"
-    threads = str(project.config.threads)
+    threads = str(inputs.threads)
     env = {
         "HOME": "/tmp",
         "TZ": "UTC",
@@ -294,7 +321,7 @@ def _prepare(
         "PYTHONHASHSEED": "0",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
-        "SOURCE_DATE_EPOCH": str(project.commit.time),
+        "SOURCE_DATE_EPOCH": str(inputs.commit_time),
         "MPLCONFIGDIR": "/tmp/matplotlib",
         "HARNESS_RUN_ID": paths.id,
         "HARNESS_CODE": "/code",
@@ -302,12 +329,12 @@ def _prepare(
         "HARNESS_OUTPUTS": "/outputs",
         "HARNESS_PARAMS": "/harness/params.json",
         **{var: threads for var in THREAD_VARS},
-        **project.params.env(),
-        **project.config.env,
+        **inputs.params.env(),
+        **inputs.extra_env,
     }
     return ContainerSpec(
-        image=image_id,
-        command=tuple(command),
+        image=inputs.image_id,
+        command=inputs.command,
         env=env,
         mounts=tuple(mounts),
         workdir="/code",
@@ -317,7 +344,7 @@ def _prepare(
     )
 
 
-def _runtime(spec: ContainerSpec, project: Project) -> dict[str, Any]:
+def _runtime(spec: ContainerSpec, inputs: Inputs) -> dict[str, Any]:
     described = spec.to_dict()
     return {
         "user": described["user"],
@@ -330,7 +357,7 @@ def _runtime(spec: ContainerSpec, project: Project) -> dict[str, Any]:
         "tmpfs": described["tmpfs"],
         "mounts": [{"target": m["target"], "read_only": m["read_only"]} for m in described["mounts"]],
         "env": described["env"],
-        "threads": project.config.threads,
+        "threads": inputs.threads,
     }
 
 

@@ -25,3 +25,23 @@ def read_record(project_dir: Path, ref: str) -> dict[str, Any]:
 
 def list_records(project_dir: Path, limit: int | None = None) -> list[dict[str, Any]]:
     return project_records(project_dir).list(limit)
+
+
+def diff_runs(project_dir: Path, a: str, b: str) -> dict[str, Any]:
+    """What differs between two runs' inputs and outputs: why two runs gave different results."""
+    from .compare import compare_inputs, compare_outputs
+    from .store import Store
+
+    layout = project_layout(project_dir)
+    records = Records(layout.runs, layout.index)
+    old, new = records.read(a), records.read(b)
+    store = Store(layout.objects)
+    outputs = compare_outputs(old, new, store)
+    inputs = compare_inputs(old, new, store)
+    return {
+        "a": old["id"],
+        "b": new["id"],
+        "identical": outputs.identical and inputs.identical,
+        "inputs": inputs.to_dict(),
+        "outputs": outputs.to_dict(),
+    }

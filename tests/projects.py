@@ -77,9 +77,9 @@ sys.exit(params["exit"])
 """
 
 
-def git(cwd: Path, *args: str) -> str:
+def git(cwd: Path, *args: str, check: bool = True) -> str:
     env = {**os.environ, **GIT_ENV, "HOME": str(cwd)}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=check, capture_output=True, text=True).stdout
 
 
 def write_files(root: Path, files: dict[str, str | bytes]) -> None:
