@@ -63,5 +63,12 @@ def test_bikes_baseline_then_linear_regression(bikes: Path) -> None:
     rerun = harness(bikes, "run", "--json")
     assert json.loads(rerun.stdout)["outputs"]["files"] == baseline["outputs"]["files"]
 
+    # The image is gone from the engine: rebuild loads it back from the store and proves the outputs identical.
+    subprocess.run(["docker", "image", "rm", "-f", image_id], check=True, capture_output=True)
+    rebuilt = harness(bikes, "rebuild", linear["id"], "--json")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "loading image" in rebuilt.stderr and "building" not in rebuilt.stderr.lower()
+    assert json.loads(rebuilt.stdout)["identical"] is True
+
     table = harness(bikes, "ls").stdout
     assert "bikes+linear_regression" in table and "rmse_test=" in table
