@@ -1,0 +1,227 @@
+"""``harness data ...``: snapshot paths, list, show and diff snapshots. Parse, call harness.datasets, render."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+data_app = typer.Typer(
+    help=(
+        "Data snapshots: every byte hashed into the project's content-addressed store, identical files stored "
+        "once, named by the digest of a manifest (paths, sizes, executable bits, symlinks, sha256).\n\n"
+        "The same data gives the same digest on any machine, whatever the file order or mtimes; `harness run` "
+        "takes the same kind of snapshot of the configured data and mounts it read-only at /data.\n\n"
+        "  harness data snapshot data/train data/test\n\n"
+        "  harness data ls\n\n"
+        "  harness data diff 3fa9c1 77be02"
+    ),
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ProjectOpt = Annotated[
+    Path, typer.Option("--project", "-C", help="Project directory (default: the current directory).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON result on stdout.")]
+SnapArg = Annotated[str, typer.Argument(metavar="SNAP", help="Snapshot digest or a unique prefix of a known one.")]
+
+
+class ByteProgress:
+    """A progress bar on stderr for work that has taken more than a second; silent for quick work.
+
+    Called as (done_bytes, total_bytes) from the calling thread. On a terminal it redraws one line; elsewhere
+    (CI logs) it prints a line every few seconds."""
+
+    def __init__(self, label: str, delay: float = 1.0) -> None:
+        self.label, self.delay = label, delay
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.shown = False
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.start < self.delay or (now - self.last < (0.1 if self.tty else 5.0) and done < total):
+            return
+        if not self.shown and done >= total:
+            return  # finished before the first draw
+        self.last, self.shown = now, True
+        frac = done / total if total else 1.0
+        rate = done / max(now - self.start, 1e-9)
+        text = f"{self.label} {human(done)} / {human(total)} ({frac:4.0%}, {human(rate)}/s)"
+        if self.tty:
+            width = 24
+            bar = "#" * int(frac * width)
+            sys.stderr.write(f"\r{text} [{bar:<{width}}]\x1b[K")
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.shown and self.tty:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    raise AssertionError  # pragma: no cover
+
+
+def json_mode(on: bool) -> None:
+    """Errors are then printed as one JSON document too (harness.cli.main reads its _STATE)."""
+    from . import cli
+
+    cli._STATE["json"] = on
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def layout_of(project: Path) -> Any:
+    from .runs import project_layout
+
+    return project_layout(project)
+
+
+@data_app.command("snapshot")
+def snapshot_cmd(
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH", help="Files or directories to snapshot.")],
+    name: Annotated[
+        list[str] | None,
+        typer.Option("--name", help="Name for a PATH in the snapshot (default: its basename); repeatable, in order."),
+    ] = None,
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Hash paths into the project store as one snapshot and print its digest.
+
+    Each PATH becomes a top-level entry named by its basename (or --name), as `harness run` mounts data at
+    /data/<name>: snapshotting the paths of your data config gives the digest a run will record. Files are
+    hashed in parallel while they are copied into the store (one read pass); unchanged files are skipped by
+    size, mtime and inode, so a second snapshot costs about a directory walk. Symlinks must stay inside their
+    PATH; devices, sockets and FIFOs are refused (exit 105). Nothing in PATH is changed. Prints the digest
+    on stdout (files, bytes and sources on stderr), so SNAP=$(harness data snapshot data) works.
+
+      harness data snapshot data/train data/test
+
+      harness data snapshot ~/downloads/2024-06 --name raw
+    """
+    from .datasets import take
+
+    json_mode(as_json)
+    progress = ByteProgress("hashing")
+    try:
+        snap, sources, registered = take(layout_of(project), paths, tuple(name or ()), progress)
+    finally:
+        progress.close()
+    if not registered:
+        typer.secho("warning: the snapshot is stored but could not be added to `harness data ls`", err=True)
+    if as_json:
+        print_json(snap.to_dict() | {"sources": sources})
+        return
+    typer.echo(snap.digest)
+    typer.echo(f"  {snap.files} files, {human(snap.bytes)}", err=True)
+    for root, src in sources.items():
+        typer.echo(f"  {root} <- {src}", err=True)
+
+
+@data_app.command("ls")
+def ls_cmd(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
+    """List the snapshots taken in this project, newest first.
+
+    Columns: time (UTC, the newest time it was taken), digest prefix, files, bytes, origin (`data snapshot`
+    or the id of the run that took it) and sources (name <- path). The full digests are in --json.
+    """
+    from .datasets import iso, known
+
+    json_mode(as_json)
+    rows = known(layout_of(project))
+    if as_json:
+        print_json([k.to_dict() for k in rows])
+        return
+    if not rows:
+        typer.echo("no snapshots yet: `harness data snapshot PATH` or `harness run` takes one")
+        return
+    typer.echo(f"{'time':20}  {'snapshot':12}  {'files':>7}  {'bytes':>10}  {'origin':14}  sources")
+    for k in rows:
+        sources = ", ".join(f"{n} <- {p}" for n, p in k.sources.items())
+        origin = k.origin if len(k.origins) == 1 else f"{k.origin} (+{len(k.origins) - 1})"
+        typer.echo(
+            f"{iso(k.created_at):20}  {k.digest[:12]}  {k.files:>7}  {human(k.bytes):>10}  {origin:14}  {sources}"
+        )
+
+
+@data_app.command("show")
+def show_cmd(snap: SnapArg, project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
+    """List a snapshot's entries: kind, size, sha256 prefix and path.
+
+    Kinds: `-` file, `x` executable file, `d` directory, `l` symlink (with its target). The manifest is
+    re-hashed first, so a damaged one is reported (exit 107) rather than shown.
+    """
+    from .datasets import load
+
+    json_mode(as_json)
+    s = load(layout_of(project), snap)
+    if as_json:
+        print_json(s.to_dict() | {"entries": [e.to_dict() for e in s.entries]})
+        return
+    typer.echo(f"snapshot {s.digest}: {s.files} files, {human(s.bytes)}")
+    for e in s.entries:
+        if e.kind == "dir":
+            typer.echo(f"d {'':>10}  {'':12}  {e.path}/")
+        elif e.kind == "symlink":
+            typer.echo(f"l {'':>10}  {'':12}  {e.path} -> {e.target}")
+        else:
+            mark = "x" if e.executable else "-"
+            typer.echo(f"{mark} {human(e.size):>10}  {(e.sha256 or '')[:12]}  {e.path}")
+
+
+@data_app.command("diff")
+def diff_cmd(
+    snap_a: Annotated[str, typer.Argument(metavar="SNAP_A", help="The old snapshot (digest or unique prefix).")],
+    snap_b: Annotated[str, typer.Argument(metavar="SNAP_B", help="The new snapshot.")],
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Show which paths were added, removed or changed between two snapshots.
+
+    Exits 0 when the snapshots are identical and 1 when they differ, like diff(1), so it can gate a script:
+    `harness data diff OLD NEW || echo "the data changed"`. A changed entry shows both sizes and hashes.
+    """
+    from .datasets import compare
+
+    json_mode(as_json)
+    result = compare(layout_of(project), snap_a, snap_b)
+    if as_json:
+        print_json(result)
+    else:
+        for e in result["added"]:
+            typer.echo(f"+ {e['path']}")
+        for e in result["removed"]:
+            typer.echo(f"- {e['path']}")
+        for c in result["changed"]:
+            old, new = c["old"], c["new"]
+            typer.echo(f"~ {c['path']}  ({_describe(old)} -> {_describe(new)})")
+        if result["identical"]:
+            typer.echo("identical", err=True)
+    raise typer.Exit(0 if result["identical"] else 1)
+
+
+def _describe(entry: dict[str, Any]) -> str:
+    if entry["kind"] == "symlink":
+        return f"symlink to {entry['target']}"
+    if entry["kind"] == "dir":
+        return "directory"
+    mode = ", executable" if entry["executable"] else ""
+    return f"{human(entry['size'])}, {(entry['sha256'] or '')[:12]}{mode}"
