@@ -32,6 +32,7 @@ from .paths import Layout
 from .store import Store
 
 Progress = Callable[[str], None]
+RecipeReader = Callable[[str], str | None]  # project-relative path -> text, None if absent
 
 FORMAT = "harness.env/1"  # bump when the build procedure changes what an image contains
 ENV_REPOSITORY = "harness-env"
@@ -100,8 +101,13 @@ def known_recipes(project_root: Path) -> list[str]:
     return sorted(names)
 
 
-def load_recipe(base: str, project_root: Path) -> Recipe:
-    """The recipe named ``base``: ``<project>/images/<base>.toml`` first, then harness's built-in recipes."""
+def load_recipe(base: str, project_root: Path, read: RecipeReader | None = None) -> Recipe:
+    """The recipe named ``base``: ``<project>/images/<base>.toml`` first, then harness's built-in recipes.
+
+    ``read`` reads a project file by its path relative to the project (``images/<base>.toml``), returning None
+    when it is absent: a run passes one that reads the commit being run, so an uncommitted or later edit of a
+    recipe cannot change the image. Without it the working tree is read.
+    """
     if _PINNED_RE.match(base):
         raise ConfigError(
             f"tool.harness.base: {base!r} is a digest-pinned image, which this version of harness cannot use as "
@@ -109,24 +115,37 @@ def load_recipe(base: str, project_root: Path) -> Recipe:
             hint=f"use a recipe name ({', '.join(known_recipes(project_root))}) or write images/<name>.toml",
         )
     dirs = _recipe_dirs(project_root)
+    if _NAME_RE.match(base) and read is not None:
+        rel = f"{RECIPES_DIR}/{base}.toml"
+        text = read(rel)
+        if text is not None:
+            return parse_recipe_text(base, text, Path(rel))
+        dirs = dirs[1:]  # the working tree's images/ is not what is being run
     if _NAME_RE.match(base):
         for directory in dirs:
             path = directory / f"{base}.toml"
             if path.is_file():
                 return parse_recipe(base, path)
     known = ", ".join(known_recipes(project_root)) or "none"
+    looked = [*(["images/ in the commit being run"] if read is not None else []), *(str(d) for d in dirs)]
     raise ConfigError(
-        f"tool.harness.base: no recipe named {base!r} (looked in {', '.join(str(d) for d in dirs)})",
-        hint=f"known recipes: {known}; or add images/{base}.toml to the project (copy a built-in one)",
+        f"tool.harness.base: no recipe named {base!r} (looked in {', '.join(looked)})",
+        hint=f"known recipes: {known}; or add images/{base}.toml to the project (copy a built-in one) and commit it",
     )
 
 
 def parse_recipe(name: str, path: Path) -> Recipe:
+    return parse_recipe_text(name, path.read_text(encoding="utf-8"), path)
+
+
+def parse_recipe_text(name: str, text: str, path: Path) -> Recipe:
+    """Parse recipe TOML (from a file or from a commit); ``path`` is only where errors say it came from."""
+
     def error(where: str, problem: str) -> ConfigError:
         return ConfigError(f"{path}: {where}: {problem}", hint="see images/bookworm.toml for a commented example")
 
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise error("syntax", str(exc)) from None
     for key in sorted(set(data) - set(_RECIPE_KEYS)):

@@ -21,7 +21,7 @@ from harness.envbuild import base_key, freeze_problems
 from harness.errors import ConfigError, EnvironmentBuildError
 from harness.images import Environment, ensure_environment, environment_key, load_recipe
 from harness.layers import write_normalized
-from harness.lockfile import Lock
+from harness.lockfile import Lock, LockedPackage, requirements_digest
 from harness.paths import Layout
 from harness.store import Store
 
@@ -75,6 +75,31 @@ def test_recipe_errors_name_the_problem(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="packages: must include python3"):
         load_recipe("nopy", tmp_path)
+
+
+def test_project_recipe_is_read_from_the_commit_being_run(tmp_path: Path) -> None:
+    """Two commits with different recipes, and an uncommitted third version: each commit gets its own."""
+    from harness.vcs import Repository
+    from tests.projects import commit_all, make_repo, write_files
+
+    text = (Path(__file__).parent.parent / "images" / "bookworm.toml").read_text()
+    root = tmp_path / "proj"
+    first = make_repo(root, {"images/mine.toml": text.replace("1700000000", "1700000001")})
+    write_files(root, {"images/mine.toml": text.replace("1700000000", "1700000002")})
+    second = commit_all(root, "second")
+    write_files(root, {"images/mine.toml": text.replace("1700000000", "1700000003"), "images/new.toml": text})
+    repo = Repository.open(root)
+    for commit, epoch in ((first, 1700000001), (second, 1700000002)):
+
+        def at(rel: str, commit: str = commit) -> str | None:
+            return repo.read_file(commit, rel)
+
+        recipe = load_recipe("mine", root, read=at)
+        assert (recipe.name, recipe.source_date_epoch) == ("mine", epoch)
+        assert load_recipe("bookworm", root, read=at).source_date_epoch == 1700000000  # built-in, not committed
+        with pytest.raises(ConfigError, match=r"no recipe named 'new' \(looked in images/ in the commit being run"):
+            load_recipe("new", root, read=at)  # only in the working tree
+    assert load_recipe("mine", root).source_date_epoch == 1700000003  # without a reader: the working tree
 
 
 def test_environment_key_follows_inputs_not_names(tmp_path: Path, tiny_lock: Lock) -> None:
@@ -382,3 +407,29 @@ def test_cold_rebuild_gives_the_same_image(
     assert env.built and env.image_id == tiny_env.image_id and env.manifest_digest == tiny_env.manifest_digest
     assert env.layers == tiny_env.layers
     assert env.to_dict() == tiny_env.to_dict()
+
+
+@docker
+@pytest.mark.slow
+def test_changing_one_pinned_version_changes_image_id_and_manifest_digest(
+    tiny_env: Environment, tiny_lock: Lock, env_layout: Layout, engine: Engine, tmp_path: Path
+) -> None:
+    """six 1.16.0 -> 1.17.0 (its real wheel and hash): same base layer, another library layer, another image."""
+    six117 = LockedPackage(
+        name="six",
+        version="1.17.0",
+        filename="six-1.17.0-py2.py3-none-any.whl",
+        sha256="4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274",
+    )
+    requirements = ("six==1.17.0",)
+    lock = dataclasses.replace(
+        tiny_lock, requirements=requirements, requirements_digest=requirements_digest(requirements), packages=(six117,)
+    )
+    env = ensure_environment(load_recipe("bookworm", env_layout.project), lock, env_layout, engine)
+    try:
+        assert env.built and env.key != tiny_env.key
+        assert env.image_id != tiny_env.image_id and env.manifest_digest != tiny_env.manifest_digest
+        assert env.layers[0] == tiny_env.layers[0] and env.layers[1] != tiny_env.layers[1]
+        assert env.packages == ({"name": "six", "version": "1.17.0", "sha256": six117.sha256},)
+    finally:
+        engine.remove_image(env.image_ref)  # this test's own key; the session's image is untouched

@@ -1,0 +1,232 @@
+"""`harness env ...`: the environment images on this machine. Parse, call one core function, render."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+# Defined again rather than imported: cli.py imports this module while it is still being initialized.
+ProjectOpt = Annotated[
+    Path, typer.Option("--project", "-C", help="Project directory (default: the current directory).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON result on stdout.")]
+
+env_app = typer.Typer(
+    help=(
+        "Environment images: a base recipe (images/<name>.toml) plus the hash-pinned lock, built into an image "
+        "whose id is a pure function of them.\n\n"
+        "Records and layers live in the shared cache (HARNESS_CACHE, default ~/.cache/harness), so an image "
+        "removed from Docker is loaded back, not rebuilt. Start with `harness env build` in a project, then "
+        "`harness env verify` to prove the image rebuilds bit for bit."
+    ),
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+VERIFY_MISMATCH_EXIT_CODE = 104  # EnvironmentBuildError: the rebuild differs from the record
+
+
+def _cli() -> Any:
+    """harness.cli, imported when a command runs (it imports this module while loading)."""
+    from . import cli
+
+    return cli
+
+
+def _json_mode(as_json: bool) -> None:
+    """Errors are then printed as one JSON document too (cli.main reads this)."""
+    _cli()._STATE["json"] = as_json
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    if n < 1000:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("kB", "MB", "GB"):
+        value /= 1000
+        if value < 1000 or unit == "GB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def _yes(value: bool | None) -> str:
+    return "?" if value is None else "yes" if value else "no"
+
+
+@env_app.command("ls")
+def list_envs(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
+    """List the environments recorded in the cache.
+
+    One line each: key, image id, manifest digest (the image's id under
+    Docker's containerd image store), Python, number of locked packages,
+    whether the image is in Docker now ("?" when Docker is not reachable)
+    and the size of its layers in the cache.
+    Pass a key or id to `harness env show` for the details.
+
+    Example: harness env ls --json | jq '.[] | select(.present == false) | .key'
+    """
+    from .envcatalog import cache_layout, connect_quietly, list_environments
+
+    _json_mode(as_json)
+    rows = list_environments(cache_layout(project), connect_quietly())
+    if as_json:
+        _cli()._print_json(rows)
+        return
+    if not rows:
+        typer.echo("no environments in the cache yet; `harness env build` in a project builds one")
+        return
+    typer.echo(f"{'KEY':16}  {'IMAGE ID':12}  {'MANIFEST':12}  {'BASE':10}  PYTHON   PKGS  IN DOCKER  SIZE")
+    for r in rows:
+        typer.echo(
+            f"{r['key'][:16]:16}  {r['image_id'][7:19]:12}  {r['manifest_digest'][7:19]:12}  {str(r['base']):10}  "
+            f"{r['python']:7}  {r['packages']:4}  {_yes(r['present']):9}  {_size(r['size'])}"
+        )
+
+
+@env_app.command("show")
+def show_env(
+    query: Annotated[
+        str, typer.Argument(metavar="KEY|IMAGE", help="Environment key, image id or manifest digest (a prefix of 4+).")
+    ],
+    project: ProjectOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one environment: base recipe, layers (diff ids, sizes), packages.
+
+    KEY|IMAGE matches by prefix (4+ digits) the environment key, the image id
+    (sha256 of the config) or the manifest digest, or exactly the tag
+    (harness-env:<key>).
+
+    Example: harness env show 3f2a9c
+    """
+    from .envcatalog import cache_layout, connect_quietly, describe, find_environment
+
+    _json_mode(as_json)
+    layout = cache_layout(project)
+    info = describe(find_environment(layout, query), layout, connect_quietly())
+    if as_json:
+        _cli()._print_json(info)
+        return
+    typer.echo(_render_show(info))
+
+
+def _render_show(info: dict[str, Any]) -> str:
+    base = info["base"]
+    lines = [
+        f"key        {info['key']}",
+        f"image      {info['image_id']}  ({info['image_ref']}, in Docker: {_yes(info['present'])})",
+        f"manifest   {info['manifest_digest']}",
+        f"python     {info['python']}",
+        f"lock       {info['lock_digest']}",
+        f"base       {base.get('name')}: {base.get('suite')} ({base.get('variant')}), "
+        f"packages {', '.join(base.get('packages', []))}, mirror {base.get('mirror') or 'mmdebstrap default'}",
+        f"           SOURCE_DATE_EPOCH {base.get('source_date_epoch')}, base image {base.get('image_id', '-')}",
+        "layers",
+    ]
+    for layer in info["layers"]:
+        where = _size(layer["size"]) if layer["stored"] else "not in the cache"
+        lines.append(f"  {layer['role']:10} {layer['diff_id']}  {where}")
+    lines.append(f"packages ({len(info['package_list'])})")
+    for p in info["package_list"]:
+        lines.append(f"  {p['name']:24} {p['version']:12} sha256:{p['sha256'][:16]}")
+    return "\n".join(lines)
+
+
+@env_app.command("build")
+def build_env(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
+    """Build (or reuse) the environment of the project in the current directory.
+
+    Reads the base recipe and the lock from the working tree
+    (`harness run` reads them from the commit being run).
+    An image already in Docker is reused with no work; one whose layers are in
+    the cache is loaded back with one `docker load`; otherwise the wheels are
+    downloaded and hash-checked, the base is bootstrapped with mmdebstrap
+    (once per machine, about 20 s) and the libraries are installed with the
+    network off. Progress goes to stderr; the result says whether the image
+    was built, loaded or reused.
+
+    Example: harness env build && harness env verify
+    """
+    from .engine import Engine
+    from .envcatalog import build_project
+
+    _json_mode(as_json)
+    result = build_project(project, Engine.connect(), _cli().TerminalReporter(as_json).progress)
+    if as_json:
+        _cli()._print_json(result)
+        return
+    typer.echo(f"{result['action']} {result['image_ref']}")
+    typer.echo(f"  image id  {result['image_id']}")
+    typer.echo(f"  manifest  {result['manifest_digest']}")
+    typer.echo(f"  python {result['python']}, {len(result['packages'])} packages")
+
+
+@env_app.command("verify")
+def verify_env(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
+    """Rebuild the project's environment from scratch; check it is bit for bit the recorded one.
+
+    The rebuild uses a fresh temporary cache: the base is bootstrapped again
+    and every wheel downloaded again; nothing is reused.
+    Compared with the record: the image id (config digest), the manifest
+    digest and each layer's diff id; the recorded layers in the cache are
+    re-hashed too. On a difference it names the layer and its first differing
+    files (name, size, mode, sha256) and exits 104; on a match it exits 0.
+    It takes as long as a cold build (mmdebstrap ~20 s plus the install).
+    Nothing recorded is changed either way.
+
+    Example: harness env build && harness env verify --json
+    """
+    from .engine import Engine
+    from .envverify import verify_project
+
+    _json_mode(as_json)
+    report = verify_project(project, Engine.connect(), _cli().TerminalReporter(as_json).progress)
+    if as_json:
+        _cli()._print_json(report.to_dict())
+    else:
+        typer.echo(_render_verify(report.to_dict()))
+    if not report.ok:
+        raise typer.Exit(VERIFY_MISMATCH_EXIT_CODE)
+
+
+def _render_verify(report: dict[str, Any]) -> str:
+    recorded, rebuilt = report["recorded"], report["rebuilt"]
+    if report["ok"]:
+        return (
+            f"verified: the rebuild of {report['key'][:16]} is the recorded image\n"
+            f"  image id  {recorded['image_id']}\n  manifest  {recorded['manifest_digest']}\n"
+            + "\n".join(f"  {layer['role']:10} {layer['recorded']}" for layer in report["layers"])
+        )
+    lines = [f"MISMATCH: the rebuild of {report['key'][:16]} differs from the record"]
+    for name in ("image_id", "manifest_digest"):
+        same = "same" if recorded[name] == rebuilt[name] else f"rebuilt {rebuilt[name]}"
+        lines.append(f"  {name:16} recorded {recorded[name]}  {same}")
+    for layer in report["layers"]:
+        if layer["ok"]:
+            lines.append(f"  layer {layer['index']} ({layer['role']}): same, {layer['recorded']}")
+            continue
+        lines.append(f"  layer {layer['index']} ({layer['role']}): recorded {layer['recorded']}")
+        lines.append(f"      rebuilt {layer['rebuilt']}")
+        if layer["stored"] != "ok":
+            problem = "is missing" if layer["stored"] == "missing" else "no longer hashes to its name (altered)"
+            lines.append(f"      the recorded layer in the cache {problem}")
+        for diff in layer["differences"]:
+            lines.append(f"      {_describe_difference(diff)}")
+        if layer["note"]:
+            lines.append(f"      {layer['note']}")
+    lines.append(
+        "hint: the recorded image and its layers were kept. A moving Debian mirror changes the base (pin "
+        "`mirror` to a snapshot in the recipe); an altered layer in the cache is rebuilt after you remove "
+        "the environment's record (HARNESS_CACHE/images/<key>.json)"
+    )
+    return "\n".join(lines)
+
+
+def _describe_difference(diff: dict[str, Any]) -> str:
+    from .envverify import FileDifference
+
+    return FileDifference(diff["path"], diff["recorded"], diff["rebuilt"]).describe()
