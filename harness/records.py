@@ -7,12 +7,13 @@ Run ids are short random hex allocated with an atomic ``mkdir``, so concurrent r
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import secrets
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,8 @@ class Records:
         conn = sqlite3.connect(self.index_path, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({_COLUMNS})")
+        # Newest first is every listing's order: with this, `ls --limit 50` reads 50 rows, not all of them.
+        conn.execute("CREATE INDEX IF NOT EXISTS runs_newest ON runs (started_at DESC, id)")
         return conn
 
     def _index(self, records: list[dict[str, Any]]) -> None:
@@ -139,11 +142,7 @@ class Records:
 
     def list(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Records, newest first, from the index (rebuilt first if it misses runs that have records)."""
-        with closing(self._connect()) as conn:
-            indexed = conn.execute("SELECT count(*) FROM runs").fetchone()[0]
-        on_disk = sum(1 for _ in self.runs_dir.glob("*/record.json")) if self.runs_dir.is_dir() else 0
-        if indexed != on_disk:
-            self.reindex()
+        self.sync()
         query = "SELECT record FROM runs ORDER BY started_at DESC, id"
         with closing(self._connect()) as conn:
             if limit is not None:
@@ -151,6 +150,95 @@ class Records:
             else:
                 rows = conn.execute(query).fetchall()
         return [json.loads(row[0]) for row in rows]
+
+    def sync(self) -> None:
+        """Rebuild the index when it and the run directories disagree (a run added or removed by hand, an index
+        deleted or written by an older harness). One directory listing and one indexed column: cheap at 10,000."""
+        on_disk = set(os.listdir(self.runs_dir)) if self.runs_dir.is_dir() else set()
+        with closing(self._connect()) as conn:
+            indexed = {row[0] for row in conn.execute("SELECT id FROM runs")}
+        if indexed - on_disk or any((self.runs_dir / n / "record.json").is_file() for n in on_disk - indexed):
+            self.reindex()
+
+    def summaries(self, limit: int | None = None, ids: Sequence[str] | None = None) -> builtins.list[dict[str, Any]]:
+        """What the runs table shows, newest first (or in the order of ``ids``), from the index's columns alone:
+        each a record cut down to id, name, status, exit_code, times, code.commit/dirty, data.snapshot,
+        environment.image_id, params, metrics, rebuild_of. Call :meth:`sync` first."""
+        query = f"SELECT {_SUMMARY} FROM runs"
+        with closing(self._connect()) as conn:
+            if ids is not None:
+                rows: builtins.list[tuple[Any, ...]] = []
+                for start in range(0, len(ids), 500):
+                    chunk = builtins.list(ids[start : start + 500])
+                    marks = ", ".join("?" * len(chunk))
+                    rows += conn.execute(f"{query} WHERE id IN ({marks})", chunk).fetchall()
+                order = {run_id: i for i, run_id in enumerate(ids)}
+                rows.sort(key=lambda r: order[r[0]])
+            else:
+                query += " ORDER BY started_at DESC, id"
+                bound = (limit,) if limit is not None else ()
+                rows = conn.execute(query + (" LIMIT ?" if limit is not None else ""), bound).fetchall()
+        return [_summary(r) for r in rows]
+
+    def scan(self, paths: Iterable[tuple[str, ...]]) -> builtins.list[dict[str, Any]] | None:
+        """Every run, newest first, as a dict holding only ``id`` and the given dotted paths, read by SQLite
+        (``json_type``/``json_extract`` into the params and metrics columns), so filtering 10,000 runs parses
+        no JSON in Python. A path absent from a run is absent from its dict. None when a path is not in the
+        index (the caller then reads full records)."""
+        selects: builtins.list[str] = ["id"]
+        args: builtins.list[str] = []  # JSON paths are bound, never spliced into the SQL
+        plan: builtins.list[tuple[tuple[str, ...], str]] = []
+        for path in sorted(set(paths)):
+            column = _SCALAR_PATHS.get(path)
+            if column is not None:
+                selects.append(column)
+                plan.append((path, "bool" if path == ("code", "dirty") else "scalar"))
+            elif path[0] in ("params", "metrics") and len(path) == 1:
+                selects.append(path[0])
+                plan.append((path, "json"))
+            elif path[0] in ("params", "metrics") and all('"' not in p and "\\" not in p for p in path[1:]):
+                json_path = "$" + "".join(f'."{p}"' for p in path[1:])
+                selects += [f"json_type({path[0]}, ?)", f"json_extract({path[0]}, ?)"]
+                args += [json_path, json_path]
+                plan.append((path, "typed"))
+            else:
+                return None
+        query = f"SELECT {', '.join(selects)} FROM runs ORDER BY started_at DESC, id"
+        out: builtins.list[dict[str, Any]] = []
+        with closing(self._connect()) as conn:
+            for row in conn.execute(query, args):
+                found: dict[str, Any] = {"id": row[0]}
+                i = 1
+                for path, kind in plan:
+                    if kind == "typed":
+                        present, value = _typed(row[i], row[i + 1])
+                        i += 2
+                    else:
+                        present, value = True, row[i]
+                        i += 1
+                        if kind == "json":
+                            value = json.loads(value) if value else {}
+                        elif kind == "bool":
+                            value = bool(value)
+                    if present:
+                        _put(found, path, value)
+                out.append(found)
+        return out
+
+    def count(self) -> int:
+        with closing(self._connect()) as conn:
+            return int(conn.execute("SELECT count(*) FROM runs").fetchone()[0])
+
+    def full(self, ids: Sequence[str]) -> builtins.list[dict[str, Any]]:
+        """Full records for these ids from the index, in the order given."""
+        found: dict[str, dict[str, Any]] = {}
+        with closing(self._connect()) as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                for run_id, text in conn.execute(f"SELECT id, record FROM runs WHERE id IN ({marks})", chunk):
+                    found[run_id] = json.loads(text)
+        return [found[i] for i in ids if i in found]
 
 
 def _row(record: dict[str, Any]) -> tuple[Any, ...]:
@@ -172,3 +260,58 @@ def _row(record: dict[str, Any]) -> tuple[Any, ...]:
         record.get("rebuild_of"),
         json.dumps(record, sort_keys=True),
     )
+
+
+_SUMMARY = (
+    "id, name, status, exit_code, started_at, finished_at, duration_s, code_commit, dirty, snapshot, image_id, "
+    "params, metrics, rebuild_of"
+)
+_SCALAR_PATHS = {
+    ("id",): "id",
+    ("name",): "name",
+    ("status",): "status",
+    ("exit_code",): "exit_code",
+    ("started_at",): "started_at",
+    ("finished_at",): "finished_at",
+    ("duration_s",): "duration_s",
+    ("rebuild_of",): "rebuild_of",
+    ("code", "commit"): "code_commit",
+    ("code", "dirty"): "dirty",
+    ("data", "snapshot"): "snapshot",
+    ("environment", "image_id"): "image_id",
+}
+
+
+def _summary(r: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "id": r[0],
+        "name": r[1],
+        "status": r[2],
+        "exit_code": r[3],
+        "started_at": r[4],
+        "finished_at": r[5],
+        "duration_s": r[6],
+        "code": {"commit": r[7], "dirty": bool(r[8])},
+        "data": {"snapshot": r[9]},
+        "environment": {"image_id": r[10]},
+        "params": json.loads(r[11]),
+        "metrics": json.loads(r[12]),
+        "rebuild_of": r[13],
+    }
+
+
+def _typed(kind: str | None, value: Any) -> tuple[bool, Any]:
+    """A JSON value from SQLite's json_type + json_extract: booleans and null as Python's, containers parsed."""
+    if kind is None:
+        return False, None
+    if kind in ("true", "false"):
+        return True, kind == "true"
+    if kind in ("array", "object"):
+        return True, json.loads(value)
+    return True, value
+
+
+def _put(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for part in path[:-1]:
+        target = target.setdefault(part, {})
+    target[path[-1]] = value

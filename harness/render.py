@@ -1,4 +1,4 @@
-"""Text renderings of records for people: the run summary, `show`, and the `ls` table."""
+"""Text renderings of records for people: the run summary and `show` (the `ls` table is in table.py)."""
 
 from __future__ import annotations
 
@@ -55,8 +55,18 @@ def run_summary(record: dict[str, Any]) -> str:
         lines.append(f"  metrics  {_kv(record['metrics'])}")
     if record.get("metrics_error"):
         lines.append(f"  warning  {record['metrics_error']}")
+    if record.get("params_unread"):
+        # Only known when the code loaded its params through harness_params (params_read is not null).
+        unread = ", ".join(record["params_unread"])
+        lines.append(f"  warning  params set but never read by the code: {unread} (is it passed to the model?)")
     lines.append(f"  details  harness show {record['id']}")
     return "\n".join(lines)
+
+
+def _unread(record: dict[str, Any]) -> str:
+    if record.get("params_read") is None:
+        return "not known (the code did not load its params through harness_params)"
+    return ", ".join(record.get("params_unread") or []) or "none: the code read every param"
 
 
 def show_record(record: dict[str, Any]) -> str:
@@ -78,6 +88,7 @@ def show_record(record: dict[str, Any]) -> str:
         ("lock", str(env.get("lock_digest"))),
         ("data", f"{data.get('snapshot')}  {data.get('files', 0)} files, {data.get('bytes', 0):,} bytes at /data"),
         ("params", _kv(record.get("params") or {})),
+        ("unread", _unread(record)),
         ("metrics", _kv(record.get("metrics") or {})),
     ]
     text = "\n".join(f"{k:9} {v}" for k, v in rows)
@@ -86,34 +97,6 @@ def show_record(record: dict[str, Any]) -> str:
     if record.get("error"):
         text += f"\nerror     {record['error'].get('message')}"
     return text
-
-
-COLUMNS = ("time", "id", "name", "status", "commit", "dirty", "data", "image", "params", "metrics")
-
-
-def runs_table(records: list[dict[str, Any]]) -> str:
-    if not records:
-        return "no runs yet: start one with `harness run`"
-    rows = [COLUMNS]
-    for r in records:
-        rows.append(
-            (
-                (r.get("started_at") or "")[:19].replace("T", " "),
-                r["id"],
-                r.get("name") or "",
-                _status(r),
-                r["code"]["commit"][:8],
-                "DIRTY" if r["code"].get("dirty") else "",
-                _short(r["data"].get("snapshot"), 8),
-                _short(r["environment"].get("image_id"), 8),
-                _kv(r.get("params") or {}),
-                _kv(r.get("metrics") or {}),
-            )
-        )
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(COLUMNS))]
-    return "\n".join(
-        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
 
 
 def _value(value: Any) -> str:

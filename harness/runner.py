@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import codebase, images, lockfile, snapshot
+from . import codebase, datasets, images, lockfile, snapshot, tracking
 from .config import ProjectConfig, find_config_file, parse_config
 from .engine import ContainerInterrupted, ContainerSpec, Engine, Mount
 from .errors import INTERRUPTED_EXIT_CODE, CodeError, ConfigError, DirtyTreeError, HarnessError
@@ -164,7 +164,10 @@ def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -
     engine = engine or Engine.connect()
     host = host_facts(engine.version())
 
-    recipe = images.load_recipe(project.config.base, layout.project)
+    # A project recipe (images/<base>.toml) comes from the commit being run, like the config and the lock; a dirty
+    # run reads the working tree, which is what it runs.
+    committed_file = None if project.changes else (lambda rel: project.repo.read_file(project.commit.commit, rel))
+    recipe = images.load_recipe(project.config.base, layout.project, read=committed_file)
     environment = images.ensure_environment(recipe, project.lock, layout, engine, reporter.progress)
 
     reporter.progress("hashing code")
@@ -203,15 +206,17 @@ def execute(inputs: Inputs, record: dict[str, Any], engine: Engine, reporter: Re
     paths = records.allocate()
     started = time.time()
     record["id"] = paths.id
+    datasets.register(layout, inputs.data, record["data"].get("sources", {}), origin=paths.id)  # for `data ls`
     record["started_at"] = _iso(started)
     records.write(record)
-    reporter.started(paths.id)
 
     work = layout.work / paths.id
     try:
         spec = _prepare(inputs, paths, work, store)
         record["runtime"] = _runtime(spec, inputs)
         records.write(record)
+        # Only now: a run that fails while its inputs are checked and laid out never "started".
+        reporter.started(paths.id)
         reporter.progress(f"running {' '.join(spec.command)}")
         with open(paths.log, "ab") as log:
 
@@ -311,6 +316,8 @@ def _prepare(inputs: Inputs, paths: RunPaths, work: Path, store: Store) -> Conta
     if user == NOBODY:
         os.chmod(paths.outputs, 0o777)  # the container's unprivileged user writes here
     mounts.append(Mount(paths.outputs, "/outputs", read_only=False))
+    helper_mounts, helper_env = tracking.helper_mounts(work / "harness", work / "state", shared=user == NOBODY)
+    mounts += helper_mounts
     uid_gid = user or f"{os.getuid()}:{os.getgid()}"
     threads = str(inputs.threads)
     env = {
@@ -330,8 +337,9 @@ def _prepare(inputs: Inputs, paths: RunPaths, work: Path, store: Store) -> Conta
         "HARNESS_PARAMS": "/harness/params.json",
         **{var: threads for var in THREAD_VARS},
         **inputs.params.env(),
-        **inputs.extra_env,
+        **helper_env,
     }
+    env = tracking.with_pythonpath(env, inputs.extra_env)
     return ContainerSpec(
         image=inputs.image_id,
         command=inputs.command,
@@ -369,15 +377,11 @@ def _collect(record: dict[str, Any], paths: RunPaths, store: Store, layout: Layo
         "files": {e.path: e.sha256 for e in outputs.entries if e.kind == "file"},
         "bytes": outputs.bytes,
     }
-    metrics_file = paths.outputs / "metrics.json"
-    if metrics_file.is_file():
-        try:
-            metrics = json.loads(metrics_file.read_text())
-            if not isinstance(metrics, dict):
-                raise ValueError("not a JSON object")
-            record["metrics"] = metrics
-        except ValueError as exc:
-            record["metrics_error"] = f"outputs/metrics.json: {exc}"
+    # A rebuild starts from a copy of the original record: what this run reports replaces all of it.
+    for key in ("metrics_error", "metrics_steps", "metrics_steps_object", "params_read_error"):
+        record.pop(key, None)
+    record.update(tracking.read_metrics(paths.outputs, record["outputs"]["files"]))
+    record.update(tracking.params_usage(layout.work / paths.id / "state", record["params"]))
 
 
 def _finish(record: dict[str, Any], started: float, records: Records) -> None:

@@ -3,7 +3,8 @@
 Runs inside the harness container (Python 3.11, numpy and matplotlib only). Everything it reads and
 writes is named by environment variables that harness sets, with the container defaults:
 
-    HARNESS_PARAMS   /harness/params.json   the run's params (model, test_days, lags)
+    HARNESS_PARAMS   /harness/params.json   the run's params (model, test_days, lags), read through
+                                            harness_params so that harness can tell which were never read
     HARNESS_DATA     /data                  data root; the CSV is the file <root>/hours
     HARNESS_OUTPUTS  /outputs               metrics.json, predictions.csv, predictions.png
 
@@ -20,6 +21,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,11 +36,21 @@ def log(message: str) -> None:
     print(f"[train] {message}", flush=True)
 
 
-def load_params() -> dict[str, Any]:
-    path = Path(os.environ.get("HARNESS_PARAMS", "/harness/params.json"))
-    params = dict(DEFAULTS)
-    params.update(json.loads(path.read_text(encoding="utf-8")))
-    return params
+def load_params() -> Mapping[str, Any]:
+    """The run's params. Inside harness through its helper, which notes each param this code reads, so a run
+    with a param the code ignores (say -p oversample=true) is flagged; outside harness (no helper on the path)
+    straight from the JSON file."""
+    try:
+        import harness_params
+    except ImportError:
+        path = Path(os.environ.get("HARNESS_PARAMS", "/harness/params.json"))
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    return harness_params.load()
+
+
+def param(params: Mapping[str, Any], key: str) -> Any:
+    # Not params.get(key, default) on a merged dict: copying the params into a dict would read every one.
+    return params[key] if key in params else DEFAULTS[key]
 
 
 def load_hours(path: Path) -> dict[str, np.ndarray]:
@@ -130,14 +142,15 @@ def write_plot(path: Path, stamps: np.ndarray, actual: np.ndarray, predicted: np
 def main() -> int:
     started = time.perf_counter()
     params = load_params()
-    model = params["model"]
+    model = param(params, "model")
     if model not in MODELS:
         print(f"train.py: unknown model {model!r}; expected one of: {', '.join(MODELS)}", file=sys.stderr)
         return 2
-    test_days = int(params["test_days"])
-    lags = sorted({int(lag) for lag in params["lags"]})
+    test_days = int(param(params, "test_days"))
+    raw_lags = param(params, "lags")
+    lags = sorted({int(lag) for lag in raw_lags})
     if not lags or lags[0] < 1:
-        print(f"train.py: lags must be positive hour counts, got {params['lags']!r}", file=sys.stderr)
+        print(f"train.py: lags must be positive hour counts, got {raw_lags!r}", file=sys.stderr)
         return 2
 
     data_path = Path(os.environ.get("HARNESS_DATA", "/data")) / "hours"
