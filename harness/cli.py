@@ -14,6 +14,11 @@ from typing import Annotated, Any
 
 import typer
 
+from .cli_data import data_app
+from .cli_env import env_app
+from .cli_ls import list_command, parse_plain_ls
+from .cli_ui import ui as ui_command
+from .cli_verify import verify as verify_command
 from .errors import EXIT_CODES, INTERRUPTED_EXIT_CODE, HarnessError
 
 app = typer.Typer(
@@ -199,20 +204,51 @@ def diff_runs(
 
 @app.command("ls")
 def list_runs(
-    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Show at most N runs (newest first).")] = None,
+    where: Annotated[
+        str | None,
+        typer.Option(
+            "--where",
+            "-w",
+            help="Only runs for which this holds, e.g. 'metrics.rmse_test < 40 and params.model == \"linear\"'.",
+        ),
+    ] = None,
+    sort: Annotated[
+        str | None,
+        typer.Option("--sort", "-s", help="Order by a field, e.g. metrics.rmse_test; a leading - sorts descending."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Show at most N runs.", min=0)] = None,
+    all_columns: Annotated[
+        bool, typer.Option("--all-columns", "-a", help="Show every param and metric, not only those that vary.")
+    ] = False,
     project: ProjectOpt = Path("."),
     as_json: JsonOpt = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout: every param and metric a column.")] = False,
 ) -> None:
-    """List runs, newest first: time, name, status, commit, dirty, data, image, params, metrics."""
-    from .render import runs_table
-    from .runs import list_records
+    """List runs as a table: Meta | Provenance | Params | Metrics, newest first.
+
+    Only params and metrics that differ between the listed runs get a column (--all-columns shows all).
+    FAILED and INTERRUPTED runs are in capitals; a run of uncommitted code says DIRTY next to its commit.
+
+    --where: comparisons (== != < <= > >= in, not in) joined by and/or/not, with parentheses.
+    Names: params.X, metrics.X, status, name, id, dirty, commit, code.branch, ... (metrics["f1-score"]).
+    Strings in double quotes; true, false, null. A run without the field never matches.
+
+    Examples:
+
+      harness ls --limit 20
+
+      harness ls --where 'metrics.rmse_test < 40 and params.model == "linear"'
+
+      harness ls --sort metrics.rmse_test --limit 5     (best first; -metrics.rmse_test: worst first)
+
+      harness ls --where 'status == "failed" or dirty' --sort=-started_at
+
+      harness ls --csv > runs.csv
+    """
+    from .cli_ls import LsArgs
 
     _STATE["json"] = as_json
-    records = list_records(project, limit)
-    if as_json:
-        _print_json(records)
-    else:
-        typer.echo(runs_table(records))
+    list_command(LsArgs(where, sort, limit, all_columns, project, as_json, as_csv))
 
 
 @app.command()
@@ -269,6 +305,10 @@ def exit_codes() -> None:
 
 # Sub-command groups live in their own modules (cli_<group>.py, each a typer.Typer) and are added here:
 # app.add_typer(<group>_app, name="<group>")
+app.add_typer(env_app, name="env")
+app.command("ui")(ui_command)
+app.add_typer(data_app, name="data")
+app.command("verify")(verify_command)
 
 
 def _sigterm_interrupts() -> None:
@@ -288,6 +328,12 @@ def _print_json(value: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        # A plain `harness ls` skips typer's parameter conversion, which imports pydantic (see cli_ls.py).
+        plain = parse_plain_ls(sys.argv[1:] if argv is None else argv)
+        if plain is not None:
+            _STATE["json"] = plain.as_json
+            list_command(plain)
+            return 0
         result = app(args=argv, standalone_mode=False)
         return int(result or 0)
     except typer.Exit as exc:
@@ -317,4 +363,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m harness.cli` runs this file as __main__; delegate to the imported harness.cli so that the
+    # sub-command modules, which import harness.cli, share its state (--json, -v).
+    from harness.cli import main as _main
+
+    sys.exit(_main())

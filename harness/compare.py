@@ -192,9 +192,7 @@ def _text_diff(store: Store, path: str, old: str | None, new: str | None) -> str
         except ValueError:
             pass
     lines = list(
-        difflib.unified_diff(
-            a_text.splitlines(), b_text.splitlines(), f"a/{path}", f"b/{path}", lineterm="", n=1
-        )
+        difflib.unified_diff(a_text.splitlines(), b_text.splitlines(), f"a/{path}", f"b/{path}", lineterm="", n=1)
     )
     if len(lines) > MAX_DIFF_LINES:
         lines = lines[:MAX_DIFF_LINES] + [f"... ({len(lines) - MAX_DIFF_LINES} more diff lines)"]

@@ -67,8 +67,33 @@ def test_bikes_baseline_then_linear_regression(bikes: Path) -> None:
     subprocess.run(["docker", "image", "rm", "-f", image_id], check=True, capture_output=True)
     rebuilt = harness(bikes, "rebuild", linear["id"], "--json")
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert "loading image" in rebuilt.stderr and "building" not in rebuilt.stderr.lower()
+    assert "loading image" in rebuilt.stderr and "rebuilding it from recipe" not in rebuilt.stderr
     assert json.loads(rebuilt.stdout)["identical"] is True
 
     table = harness(bikes, "ls").stdout
-    assert "bikes+linear_regression" in table and "rmse_test=" in table
+    assert "bikes+linear_regression" in table and "rmse_test" in table
+
+
+def test_bikes_params_read_and_the_runs_table(bikes: Path) -> None:
+    """The issue's "done when": configs and overrides in `ls`, --where and --sort, an unread param reported."""
+    runs = {}
+    for args in (("-c", "baseline"), ("-c", "linear_regression"), ("-c", "linear_regression", "-p", "test_days=14")):
+        result = harness(bikes, "run", *args, "--json")
+        assert result.returncode == 0, result.stderr
+        runs[args] = json.loads(result.stdout)
+        assert runs[args]["params_unread"] == [] and "model" in runs[args]["params_read"]
+    ignored = harness(bikes, "run", "-c", "linear_regression", "-p", "oversample=true")
+    assert ignored.returncode == 0, ignored.stderr
+    assert "params set but never read by the code: oversample" in ignored.stderr
+
+    table = harness(bikes, "ls", "--where", 'params.model == "linear_regression"', "--sort", "metrics.rmse_test")
+    assert table.returncode == 0, table.stderr
+    header = table.stdout.splitlines()[1].split()
+    assert "test_days" in header and "oversample" in header and "rmse_test" in header
+    listed = json.loads(
+        harness(bikes, "ls", "--where", "metrics.rmse_test < 1000 and params.test_days == 14", "--json").stdout
+    )
+    assert [r["id"] for r in listed] == [runs[("-c", "linear_regression", "-p", "test_days=14")]["id"]]
+    ordered = json.loads(harness(bikes, "ls", "--sort", "metrics.rmse_test", "--json").stdout)
+    rmse = [r["metrics"]["rmse_test"] for r in ordered]
+    assert rmse == sorted(rmse)
