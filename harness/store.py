@@ -8,13 +8,16 @@ re-hashes the bytes, so a corrupted object is named rather than used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import os
+import queue
 import shutil
 import stat
-import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,6 +33,57 @@ _REPAIR_HINT = (
 )
 
 
+_BUFFERS = 3  # memory per stream: _BUFFERS x CHUNK
+_SERIAL = itertools.count()
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _pipelined(readinto: Callable[[memoryview], int | None], hasher: Any, fd: int) -> int:
+    """Hash on this thread while a helper thread reads each buffer and writes it to fd. Hashing is the one step
+    that cannot be split, so it gets a core to itself; hashlib, read and write all release the GIL. The helper
+    hands a filled buffer over and then writes it (both only read it); a buffer is refilled only after the
+    helper has written it and this thread has hashed it. Returns the size read."""
+    free: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+    full: queue.SimpleQueue[tuple[memoryview, int] | None] = queue.SimpleQueue()
+    for _ in range(_BUFFERS):
+        free.put(memoryview(bytearray(CHUNK)))
+    failed: list[BaseException] = []
+
+    def read_and_write() -> None:
+        try:
+            while (buf := free.get()) is not None:
+                n = readinto(buf) or 0
+                if n == 0:
+                    break
+                full.put((buf, n))
+                _write_all(fd, buf[:n])
+        except BaseException as exc:  # handed to the hashing thread
+            failed.append(exc)
+        finally:
+            full.put(None)
+
+    thread = threading.Thread(target=read_and_write, name="harness-store-copy", daemon=True)
+    thread.start()
+    size = 0
+    try:
+        while (item := full.get()) is not None:
+            buf, n = item
+            hasher.update(buf[:n])
+            size += n
+            free.put(buf)
+    finally:
+        free.put(None)  # stops the helper if this thread stopped first (an error or Ctrl-C)
+        thread.join()
+    if failed:
+        raise failed[0]
+    return size
+
+
 def is_digest(value: str) -> bool:
     return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
@@ -37,6 +91,7 @@ def is_digest(value: str) -> bool:
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._dirs: set[str] = set()  # fan-out (and tmp) directories this Store has made sure exist
 
     def path(self, digest: str) -> Path:
         if not is_digest(digest):
@@ -46,11 +101,37 @@ class Store:
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
-    def _tempfile(self) -> tuple[IO[bytes], Path]:
-        tmp_dir = self.root / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="incoming-")
-        return os.fdopen(fd, "wb"), Path(name)
+    def _temp_fd(self) -> tuple[int, str]:
+        """A new read-only (0444) temp file in the store, open for writing. Plain os calls: for 10,000 small
+        objects, mkstemp's random names and the Path-based mkdir checks were a third of the cost per object."""
+        tmp_dir = f"{self.root}/tmp"
+        if "tmp" not in self._dirs:
+            os.makedirs(tmp_dir, exist_ok=True)
+            self._dirs.add("tmp")
+        while True:
+            name = f"{tmp_dir}/incoming-{os.getpid()}-{threading.get_ident()}-{next(_SERIAL)}"
+            try:
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, READ_ONLY)
+            except FileExistsError:  # left behind by a crashed process that had the same pid
+                continue
+            except FileNotFoundError:  # tmp/ was removed since this Store made it
+                os.makedirs(tmp_dir, exist_ok=True)
+                continue
+            try:
+                os.fchmod(fd, READ_ONLY)  # the umask may have taken bits away; the fd stays writable
+            except BaseException:
+                os.close(fd)
+                os.unlink(name)
+                raise
+            return fd, name
+
+    def _object_path(self, digest: str) -> str:
+        """objects/ab/cdef... as a string, creating ab/ once per Store (digest already validated)."""
+        fan = digest[:2]
+        if fan not in self._dirs:
+            os.makedirs(f"{self.root}/{fan}", exist_ok=True)
+            self._dirs.add(fan)  # set.add is atomic: threads may both mkdir, exist_ok covers that
+        return f"{self.root}/{fan}/{digest[2:]}"
 
     def _intact(self, digest: str, size: int) -> bool:
         """True when the object is present with the given size and its bytes still hash to its name.
@@ -62,56 +143,85 @@ class Store:
         short-cuts it for free.
         """
         try:
-            return os.stat(self.path(digest)).st_size == size and self.hash_object(digest) == digest
+            return os.stat(f"{self.root}/{digest[:2]}/{digest[2:]}").st_size == size and (
+                self.hash_object(digest) == digest
+            )
         except OSError:  # absent or unreadable: the fresh copy takes its place
             return False
 
-    def _commit(self, tmp: Path, digest: str) -> Path:
-        final = self.path(digest)
-        if final.is_file() and self._intact(digest, os.stat(tmp).st_size):
-            tmp.unlink()
-            return final
+    def _commit_name(self, tmp: str, digest: str, size: int) -> None:
+        """Move a finished read-only temp file into place, unless an intact copy is already there."""
+        if self._intact(digest, size):
+            os.unlink(tmp)
+            return
         # Absent, or present but damaged: the fresh copy (hashed while written) takes its place.
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(tmp, READ_ONLY)
         # rename is atomic; two writers of the same content end with the same bytes under one name.
-        os.replace(tmp, final)
-        return final
+        self._rename_in(tmp, digest)
+
+    def _rename_in(self, tmp: str, digest: str) -> None:
+        try:
+            os.replace(tmp, self._object_path(digest))
+        except FileNotFoundError:  # the fan-out directory was removed since this Store made it
+            if not os.path.exists(tmp):
+                raise
+            self._dirs.discard(digest[:2])
+            os.replace(tmp, self._object_path(digest))
+
+    def _commit(self, tmp: Path, digest: str) -> Path:
+        os.chmod(tmp, READ_ONLY)
+        self._commit_name(str(tmp), digest, os.stat(tmp).st_size)
+        return self.path(digest)
 
     def put_stream(self, source: IO[bytes]) -> tuple[str, int]:
         """Copy a stream in, hashing while copying (one read pass). Returns (digest, size).
 
-        NOTE: one thread on purpose. Handing hashed chunks to a writer thread through a queue measured 2-3x
-        slower here (1 GB: 3.2-4.9 s against 1.3-2.4 s, 2 loaded CPUs): the GIL hand-off per chunk costs more
-        than the overlap saves."""
-        out, tmp = self._tempfile()
+        A source with readinto is copied by a helper thread while this one hashes (see _pipelined). 1 GB, 2 CPUs,
+        best of 4: 0.81 s, against 0.85 s for hashing alone, 1.21 s with the write (but not the read) on a second
+        thread, and 3.2 s for read, hash and write on one thread. NOTE: an earlier writer thread fed fresh 1 MiB
+        bytes objects through queue.Queue measured 2-3x slower than one thread; 4-8 MiB buffers were slower than
+        1 MiB ones (they no longer fit in the CPU cache)."""
+        fd, tmp = self._temp_fd()
         hasher = hashlib.sha256()
         size = 0
         try:
-            with out:
-                while chunk := source.read(CHUNK):
-                    hasher.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
+            try:
+                readinto = getattr(source, "readinto", None)
+                if readinto is None:
+                    while chunk := source.read(CHUNK):
+                        hasher.update(chunk)
+                        _write_all(fd, chunk)
+                        size += len(chunk)
+                else:
+                    size = _pipelined(readinto, hasher, fd)
+            finally:
+                os.close(fd)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
         digest = hasher.hexdigest()
-        self._commit(tmp, digest)
+        self._commit_name(tmp, digest, size)
         return digest, size
 
     def put_file(self, source: Path) -> tuple[str, int]:
-        with open(source, "rb") as fh:
+        with open(source, "rb", buffering=0) as fh:
             return self.put_stream(fh)
 
     def put_bytes(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
         if self._intact(digest, len(data)):
             return digest
-        out, tmp = self._tempfile()
-        with out:
-            out.write(data)
-        self._commit(tmp, digest)
+        fd, tmp = self._temp_fd()
+        try:
+            try:
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
+            self._rename_in(tmp, digest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         return digest
 
     def put_json(self, value: Any) -> str:

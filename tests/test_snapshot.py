@@ -3,8 +3,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import stat
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -304,6 +306,52 @@ def test_unchanged_tree_resnapshot_costs_about_a_walk(store: Store, tmp_path: Pa
     assert again.digest == first.digest
     # Target is < 0.1 s on an idle machine; the bound is loose so a busy CI runner does not flake.
     assert elapsed < 1.0, f"re-snapshot of 10,000 unchanged files took {elapsed:.3f} s"
+
+
+def test_unchanged_tree_cache_still_repairs_an_object_after_verify_drops_its_rows(store: Store, tmp_path: Path) -> None:
+    cache = tmp_path / "stat-cache.sqlite"
+    root = make_tree(tmp_path / "d", ["a.csv", "sub/b.txt", "z.txt"], PAST_NS)
+    first = snapshot_tree(root, store, stat_cache=cache)
+    assert snapshot_tree(root, store, stat_cache=cache).digest == first.digest  # the whole-tree cache hits
+    sha = by_path(first)["sub/b.txt"].sha256
+    assert sha is not None
+    corrupt(store, sha)
+    # What `harness verify` does for a damaged object (integrity._forget_cached_hashes): the tree row must go too.
+    with closing(sqlite3.connect(cache)) as db, db:
+        db.execute("DELETE FROM stat_v1 WHERE sha256 = ?", (sha,))
+    assert snapshot_tree(root, store, stat_cache=cache).digest == first.digest
+    assert store.verify(sha), "the file was read again and the damaged object replaced"
+
+
+def test_unchanged_tree_cache_puts_back_a_deleted_object(store: Store, tmp_path: Path) -> None:
+    cache = tmp_path / "stat-cache.sqlite"
+    root = make_tree(tmp_path / "d", ["a.csv", "sub/b.txt"], PAST_NS)
+    first = snapshot_tree(root, store, stat_cache=cache)
+    snapshot_tree(root, store, stat_cache=cache)
+    sha = by_path(first)["a.csv"].sha256
+    assert sha is not None
+    store.path(sha).unlink()
+    assert snapshot_tree(root, store, stat_cache=cache).digest == first.digest
+    assert store.verify(sha)
+
+
+def test_unchanged_tree_cache_sees_changed_added_and_chmodded_files(store: Store, tmp_path: Path) -> None:
+    cache = tmp_path / "stat-cache.sqlite"
+    root = make_tree(tmp_path / "d", ["a.csv", "sub/b.txt"], PAST_NS)
+    seen = {snapshot_tree(root, store, stat_cache=cache).digest}
+    write(root / "a.csv", "x,y\n3,4\n", PAST_NS + 1)
+    changed = snapshot_tree(root, store, stat_cache=cache)
+    assert changed.digest not in seen and changed.digest == snapshot_tree(root, store).digest
+    seen.add(changed.digest)
+    write(root / "sub" / "new.txt", "new", PAST_NS)
+    added = snapshot_tree(root, store, stat_cache=cache)
+    assert added.digest not in seen and "sub/new.txt" in by_path(added)
+    seen.add(added.digest)
+    os.chmod(root / "sub" / "new.txt", 0o755)
+    chmodded = snapshot_tree(root, store, stat_cache=cache)
+    assert chmodded.digest not in seen and by_path(chmodded)["sub/new.txt"].executable
+    (root / "sub" / "new.txt").unlink()
+    assert snapshot_tree(root, store, stat_cache=cache).digest == changed.digest
 
 
 def test_large_file_is_streamed_and_progress_reaches_the_total(store: Store, tmp_path: Path) -> None:

@@ -91,3 +91,53 @@ def test_corrupted_object_is_named_and_kept(store: Store) -> None:
     with pytest.raises(StoreCorruption):
         store.read_bytes(digest)
     assert store.path(digest).exists(), "the damaged object is kept for inspection"
+
+
+class _ReadOnlyStream:
+    """A source with read() but no readinto(), in small pieces, the way a pipe or socket gives them."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = io.BytesIO(data)
+
+    def read(self, n: int = -1) -> bytes:
+        return self.data.read(min(n, 100_003))
+
+
+def test_put_stream_over_several_buffers_with_and_without_readinto(store: Store, tmp_path: Path) -> None:
+    data = os.urandom(9 * (1 << 20) + 5)  # more than two of the store's copy buffers
+    expected = (hashlib.sha256(data).hexdigest(), len(data))
+    assert store.put_stream(io.BytesIO(data)) == expected
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    store.path(expected[0]).unlink()
+    assert store.put_file(src) == expected
+    store.path(expected[0]).unlink()
+    assert store.put_stream(_ReadOnlyStream(data)) == expected  # type: ignore[arg-type]
+    assert store.path(expected[0]).read_bytes() == data
+    assert stat.S_IMODE(store.path(expected[0]).stat().st_mode) == 0o444
+    assert not any((store.root / "tmp").iterdir())
+
+
+def test_a_store_keeps_working_when_its_directories_are_removed(store: Store) -> None:
+    first = store.put_bytes(b"one")
+    os.chmod(store.path(first), 0o644)
+    store.path(first).unlink()
+    store.path(first).parent.rmdir()
+    (store.root / "tmp").rmdir()
+    assert store.put_bytes(b"one") == first and store.verify(first)
+
+
+class _FailingStream(io.BytesIO):
+    """Gives a few chunks, then fails the way a disk read error would."""
+
+    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
+        if self.tell() >= 2 * (1 << 20):
+            raise OSError(5, "Input/output error")
+        return super().readinto(buf)
+
+
+def test_a_read_error_mid_stream_is_raised_and_leaves_no_temp_file(store: Store) -> None:
+    with pytest.raises(OSError, match="Input/output error"):
+        store.put_stream(_FailingStream(os.urandom(5 * (1 << 20))))
+    assert not any((store.root / "tmp").iterdir())
+    assert list(store) == []
