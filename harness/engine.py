@@ -153,6 +153,29 @@ class Engine:
     def save_image(self, ref: str) -> Iterator[bytes]:
         return iter(self._api.get_image(ref))
 
+    def pull_image(self, ref: str) -> None:
+        """``docker pull ref``; raises HarnessError with the engine's reason (registry down, unknown digest)."""
+        from docker.errors import APIError
+
+        try:
+            # Errors during the transfer arrive as messages in the stream, not as an HTTP status.
+            for message in self._api.pull(ref, stream=True, decode=True):
+                if "error" in message:
+                    raise HarnessError(f"docker pull {ref} failed: {message['error']}")
+        except APIError as exc:
+            raise HarnessError(f"docker pull {ref} failed: {_short(exc)}") from None
+
+    def push_image(self, ref: str) -> None:
+        """``docker push ref`` (a tagged image); raises HarnessError with the engine's reason."""
+        from docker.errors import APIError
+
+        try:
+            for message in self._api.push(ref, stream=True, decode=True):
+                if "error" in message:
+                    raise HarnessError(f"docker push {ref} failed: {message['error']}")
+        except APIError as exc:
+            raise HarnessError(f"docker push {ref} failed: {_short(exc)}") from None
+
     # -- containers ---------------------------------------------------------------------------------------
     def _create(self, spec: ContainerSpec) -> str:
         host_config = self._api.create_host_config(

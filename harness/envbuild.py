@@ -105,7 +105,17 @@ def build_environment(
     wheels = fetch_wheels(lock.packages, layout.wheels, say, python=lock.python, platform=lock.platform)
     installer = fetch_wheels([PIP_INSTALLER], layout.wheels, say)[PIP_INSTALLER.name]
     check_wheels(lock, wheels)
-    base = ensure_base(recipe, layout, engine, store, say)
+    entrypoint: tuple[str, ...] | None = None
+    if recipe.pinned is not None:  # a registry image archived in the store (pinnedbase.py)
+        from .pinnedbase import ensure_loaded
+
+        pinned = ensure_loaded(recipe, layout, engine, store, say)
+        base_image, base_layers, base_label = pinned.parts.image_id, pinned.layers, pinned.digest
+        image_env, entrypoint, base_info = pinned.image_env(), pinned.entrypoint, pinned.record_fields(recipe)
+    else:
+        base = ensure_base(recipe, layout, engine, store, say)
+        base_image, base_layers, base_label, image_env = base.parts.image_id, (base.layer,), base.key, IMAGE_ENV
+        base_info = {**recipe.to_dict(), "key": base.key, "layer": base.layer.diff_id, "image_id": base.parts.image_id}
 
     epoch = recipe.source_date_epoch
     tmp_root = layout.cache / "tmp"
@@ -114,7 +124,7 @@ def build_environment(
         work = Path(tmp)
         _stage(work, lock, wheels, installer)
         say(f"installing {len(lock.packages)} packages into {VENV} (network off)")
-        freeze = _install(work, lock, base, engine, epoch)
+        freeze = _install(work, lock, base_image, engine, epoch)
         say("writing the library layer")
         with open(work / "venv.tar", "rb") as fh:
             digest, size = layers.normalize_layer(fh, store, epoch, strip="venv", prefix=VENV)
@@ -129,17 +139,20 @@ def build_environment(
         "org.harness.key": key,
         "org.harness.lock": lock.digest,
         "org.harness.python": python,
-        "org.harness.base": base.key,
+        "org.harness.base": base_label,
     }
+    all_layers = [*base_layers, venv_layer]
     config = oci.image_config(
-        [base.layer, venv_layer],
+        all_layers,
         source_date_epoch=epoch,
-        env=IMAGE_ENV,
+        env=image_env,
         labels=labels,
         architecture=recipe.architecture,
         cmd=["python"],
     )
-    parts = oci.store_image(store, config, [base.layer, venv_layer])
+    if entrypoint:
+        config["config"]["Entrypoint"] = list(entrypoint)  # the base image's own: commands run as they did on it
+    parts = oci.store_image(store, config, all_layers)
     say(f"loading image {ref}")
     load_image(store, parts, ref, layout, engine, epoch)
     return Environment(
@@ -147,13 +160,13 @@ def build_environment(
         image_id=parts.image_id,
         manifest_digest="sha256:" + parts.manifest_digest,
         image_ref=ref,
-        base={**recipe.to_dict(), "key": base.key, "layer": base.layer.diff_id, "image_id": base.parts.image_id},
+        base=base_info,
         lock_digest=lock.digest,
         python=python,
         packages=tuple(
             {"name": p.name, "version": p.version, "sha256": p.sha256} for p in sorted(lock.packages, key=_name)
         ),
-        layers=(base.layer.diff_id, venv_layer.diff_id),
+        layers=tuple(layer.diff_id for layer in all_layers),
     )
 
 
@@ -211,9 +224,9 @@ def _stage(work: Path, lock: Lock, wheels: dict[str, Path], installer: Path) -> 
     (req_dir / "requirements.txt").chmod(0o644)
 
 
-def _install(work: Path, lock: Lock, base: Base, engine: Engine, epoch: int) -> dict[str, Any]:
+def _install(work: Path, lock: Lock, base_image: str, engine: Engine, epoch: int) -> dict[str, Any]:
     spec = ContainerSpec(
-        image=base.parts.image_id,
+        image=base_image,
         command=("/bin/sh", "-c", _SCRIPT),
         env={
             "PYTHONHASHSEED": "0",

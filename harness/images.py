@@ -40,7 +40,6 @@ VENV = "/opt/venv"
 RECIPES_DIR = "images"
 BUILTIN_RECIPES = Path(__file__).parent / "recipes"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_PINNED_RE = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -56,8 +55,16 @@ class Recipe:
     architecture: str
     source_date_epoch: int
     mirror: str | None = None
+    # A digest-pinned registry image used as the base instead of mmdebstrap (pinnedbase.py). Its python, platform,
+    # architecture, epoch and diff ids are read from the image, so they are only known once it is resolved.
+    pinned: str | None = None
+    pinned_layers: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        if self.pinned is not None:
+            from .pinnedbase import recipe_dict
+
+            return recipe_dict(self)
         return {
             "name": self.name,
             "suite": self.suite,
@@ -108,12 +115,11 @@ def load_recipe(base: str, project_root: Path, read: RecipeReader | None = None)
     when it is absent: a run passes one that reads the commit being run, so an uncommitted or later edit of a
     recipe cannot change the image. Without it the working tree is read.
     """
-    if _PINNED_RE.match(base):
-        raise ConfigError(
-            f"tool.harness.base: {base!r} is a digest-pinned image, which this version of harness cannot use as "
-            "a base yet (only recipes built with mmdebstrap)",
-            hint=f"use a recipe name ({', '.join(known_recipes(project_root))}) or write images/<name>.toml",
-        )
+    from .pinnedbase import pinned_recipe
+
+    pinned = pinned_recipe(base)  # a registry image reference, or None for a recipe name
+    if pinned is not None:
+        return pinned
     dirs = _recipe_dirs(project_root)
     if _NAME_RE.match(base) and read is not None:
         rel = f"{RECIPES_DIR}/{base}.toml"
@@ -234,6 +240,10 @@ def environment_key(recipe: Recipe, lock: Lock) -> str:
 
     recipe_inputs = recipe.to_dict()
     del recipe_inputs["name"]  # a name is a label: the same recipe under another name is the same image
+    if recipe.pinned is not None:
+        from .pinnedbase import key_inputs
+
+        recipe_inputs = key_inputs(recipe)  # the digest and diff ids, not the registry it was pulled from
     return sha256_json(
         {
             "format": FORMAT,
@@ -254,6 +264,10 @@ def ensure_environment(
 ) -> Environment:
     """The image for (recipe, lock): reused if present, loaded from the cache store if stored, else built."""
     say = progress or (lambda _message: None)
+    if recipe.pinned is not None:
+        from .pinnedbase import resolve
+
+        recipe = resolve(recipe, layout, engine, say)  # first use pulls and archives it; later, one record read
     check_lock_matches(recipe, lock)
     key = environment_key(recipe, lock)
     record_path = layout.images / f"{key}.json"
@@ -281,6 +295,8 @@ def ensure_environment(
 
 
 def check_lock_matches(recipe: Recipe, lock: Lock) -> None:
+    if recipe.pinned is not None and not recipe.python:
+        return  # not resolved yet: ensure_environment checks again once the image told its python and platform
     if (lock.python, lock.platform) != (recipe.python, recipe.platform):
         raise EnvironmentBuildError(
             f"the lock is for Python {lock.python} on {lock.platform}, but base recipe {recipe.name!r} has "

@@ -19,6 +19,13 @@ def lock_project(project_dir: Path) -> dict[str, Any]:
         )
     requirements = lockfile.read_requirements(config.root / config.requirements)
     recipe = images.load_recipe(config.base, config.root)
+    if recipe.pinned is not None:
+        # A registry image's Python and platform are known only from the image itself (archived on first use).
+        from .engine import Engine
+        from .paths import Layout
+        from .pinnedbase import resolve
+
+        recipe = resolve(recipe, Layout.for_project(config.root), Engine.connect(), lambda _message: None)
     lock_path = config.root / config.lock
     old = lockfile.read_lock(lock_path) if lock_path.is_file() else None
     new = lockfile.resolve(requirements, recipe.python, recipe.platform)

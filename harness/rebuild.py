@@ -216,14 +216,17 @@ def _environment(original: dict[str, Any], layout: Layout, store: Store, engine:
 def _recipe(base: dict[str, Any]) -> images.Recipe:
     return images.Recipe(
         name=str(base.get("name", "recorded")),
-        suite=str(base["suite"]),
-        variant=str(base["variant"]),
-        packages=tuple(base["packages"]),
+        # A digest-pinned base (pinnedbase.py) records no suite, variant or packages.
+        suite=str(base.get("suite", "")),
+        variant=str(base.get("variant", "")),
+        packages=tuple(base.get("packages", ())),
         python=str(base["python"]),
         platform=str(base["platform"]),
         architecture=str(base["architecture"]),
         source_date_epoch=int(base["source_date_epoch"]),
         mirror=base.get("mirror"),
+        pinned=base.get("pinned"),
+        pinned_layers=tuple(base.get("diff_ids", ())),
     )
 
 

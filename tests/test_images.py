@@ -61,8 +61,12 @@ def test_recipe_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as unknown:
         load_recipe("trixie-nope", tmp_path)
     assert "no recipe named 'trixie-nope'" in unknown.value.message and "bookworm" in str(unknown.value.hint)
-    with pytest.raises(ConfigError, match="digest-pinned"):
-        load_recipe("debian@sha256:" + "a" * 64, tmp_path)
+    # A digest-pinned image is a base (tests/test_pinned_base.py); a tag alone is refused.
+    assert load_recipe("debian@sha256:" + "a" * 64, tmp_path).pinned == "debian@sha256:" + "a" * 64
+    with pytest.raises(ConfigError, match="pinned by digest"):
+        load_recipe("debian:bookworm", tmp_path)
+    with pytest.raises(ConfigError, match="pinned by digest"):
+        load_recipe("debian@sha256:abc", tmp_path)
     with pytest.raises(ConfigError):
         load_recipe("../etc/passwd", tmp_path)
     (tmp_path / "images").mkdir()
