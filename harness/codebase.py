@@ -31,7 +31,9 @@ def archive_tree(repo: Repository, tree: str, store: Store, index_dir: Path) -> 
     pointer = index_dir / tree
     if pointer.is_file():
         digest = pointer.read_text().strip()
-        if store.has(digest):
+        # Re-hashing a code archive is cheap, and a damaged one is then re-exported (which repairs the object)
+        # instead of failing every later run of this tree.
+        if store.verify(digest):
             return digest
     index_dir.mkdir(parents=True, exist_ok=True)
     tmp = index_dir / f".{tree}.{os.getpid()}.tar"
