@@ -6,11 +6,10 @@ and `harness help-exit-codes`); 2 is a usage error; 130 an interrupted run.
 
 from __future__ import annotations
 
-import json
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -19,6 +18,7 @@ from .cli_env import env_app
 from .cli_ls import list_command, parse_plain_ls
 from .cli_ui import ui as ui_command
 from .cli_verify import verify as verify_command
+from .cliout import STATE, JsonOpt, ProjectOpt, TerminalReporter, json_mode, print_json
 from .errors import EXIT_CODES, INTERRUPTED_EXIT_CODE, HarnessError
 
 app = typer.Typer(
@@ -34,37 +34,12 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-_STATE: dict[str, Any] = {"json": False, "verbose": False}
-
-ProjectOpt = Annotated[
-    Path, typer.Option("--project", "-C", help="Project directory (default: the current directory).")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON result on stdout.")]
-
 
 @app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks for errors.")] = False,
 ) -> None:
-    _STATE["verbose"] = verbose
-
-
-class TerminalReporter:
-    """Progress to stderr; the container's output to the terminal as it arrives (to stderr under --json)."""
-
-    def __init__(self, as_json: bool) -> None:
-        self.as_json = as_json
-
-    def progress(self, message: str) -> None:
-        typer.secho(f"harness: {message}", err=True, fg=typer.colors.BRIGHT_BLACK)
-
-    def output(self, stream: str, chunk: bytes) -> None:
-        target = sys.stderr if (self.as_json or stream == "stderr") else sys.stdout
-        target.buffer.write(chunk)
-        target.flush()
-
-    def started(self, run_id: str) -> None:
-        typer.secho(f"harness: run {run_id} started", err=True, fg=typer.colors.CYAN)
+    STATE["verbose"] = verbose
 
 
 @app.command()
@@ -109,7 +84,7 @@ def run(
     from .runner import RunRequest
     from .runner import run as run_project
 
-    _STATE["json"] = as_json
+    json_mode(as_json)
     request = RunRequest(
         project_dir=project,
         rev=commit,
@@ -123,7 +98,7 @@ def run(
     result = run_project(request, TerminalReporter(as_json))
     record = result.record
     if as_json:
-        _print_json(record)
+        print_json(record)
     else:
         from .render import run_summary
 
@@ -141,10 +116,10 @@ def show(
     from .render import show_record
     from .runs import read_record
 
-    _STATE["json"] = as_json
+    json_mode(as_json)
     record = read_record(project, run_id)
     if as_json:
-        _print_json(record)
+        print_json(record)
     else:
         typer.echo(show_record(record))
 
@@ -167,11 +142,11 @@ def rebuild(
     from .rebuild import rebuild as rebuild_run
     from .render import rebuild_report
 
-    _STATE["json"] = as_json
+    json_mode(as_json)
     _sigterm_interrupts()
     result = rebuild_run(project, run_id, TerminalReporter(as_json))
     if as_json:
-        _print_json(result.to_dict())
+        print_json(result.to_dict())
     else:
         typer.echo(rebuild_report(result.to_dict()), err=False)
     raise typer.Exit(result.exit_code)
@@ -193,10 +168,10 @@ def diff_runs(
     from .render import runs_diff
     from .runs import diff_runs as compare_runs
 
-    _STATE["json"] = as_json
+    json_mode(as_json)
     result = compare_runs(project, run_a, run_b)
     if as_json:
-        _print_json(result)
+        print_json(result)
     else:
         typer.echo(runs_diff(result))
     raise typer.Exit(0 if result["identical"] else 1)
@@ -247,7 +222,7 @@ def list_runs(
     """
     from .cli_ls import LsArgs
 
-    _STATE["json"] = as_json
+    json_mode(as_json)
     list_command(LsArgs(where, sort, limit, all_columns, project, as_json, as_csv))
 
 
@@ -282,10 +257,10 @@ def lock(
     """
     from .locking import lock_project
 
-    _STATE["json"] = as_json
+    json_mode(as_json)
     outcome = lock_project(project.resolve())
     if as_json:
-        _print_json(outcome)
+        print_json(outcome)
         return
     typer.echo(f"wrote {outcome['lock']} ({len(outcome['packages'])} packages)")
     for line in outcome["changes"] or ["no changes"]:
@@ -321,17 +296,12 @@ def _sigterm_interrupts() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
-    sys.stdout.flush()
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         # A plain `harness ls` skips typer's parameter conversion, which imports pydantic (see cli_ls.py).
         plain = parse_plain_ls(sys.argv[1:] if argv is None else argv)
         if plain is not None:
-            _STATE["json"] = plain.as_json
+            json_mode(plain.as_json)
             list_command(plain)
             return 0
         result = app(args=argv, standalone_mode=False)
@@ -342,10 +312,10 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("interrupted", err=True)
         return INTERRUPTED_EXIT_CODE
     except HarnessError as exc:
-        if _STATE["verbose"]:
+        if STATE["verbose"]:
             traceback.print_exc()
-        if _STATE["json"]:
-            _print_json(exc.to_dict())
+        if STATE["json"]:
+            print_json(exc.to_dict())
         typer.secho(f"error: {exc.message}", err=True, fg=typer.colors.RED)
         if exc.hint:
             typer.echo(f"hint: {exc.hint}", err=True)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from .cliout import ByteProgress, JsonOpt, ProjectOpt, human, json_mode, print_json
 
 data_app = typer.Typer(
     help=(
@@ -24,68 +23,7 @@ data_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-ProjectOpt = Annotated[
-    Path, typer.Option("--project", "-C", help="Project directory (default: the current directory).")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON result on stdout.")]
 SnapArg = Annotated[str, typer.Argument(metavar="SNAP", help="Snapshot digest or a unique prefix of a known one.")]
-
-
-class ByteProgress:
-    """A progress bar on stderr for work that has taken more than a second; silent for quick work.
-
-    Called as (done_bytes, total_bytes) from the calling thread. On a terminal it redraws one line; elsewhere
-    (CI logs) it prints a line every few seconds."""
-
-    def __init__(self, label: str, delay: float = 1.0) -> None:
-        self.label, self.delay = label, delay
-        self.start = time.monotonic()
-        self.last = 0.0
-        self.shown = False
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - self.start < self.delay or (now - self.last < (0.1 if self.tty else 5.0) and done < total):
-            return
-        if not self.shown and done >= total:
-            return  # finished before the first draw
-        self.last, self.shown = now, True
-        frac = done / total if total else 1.0
-        rate = done / max(now - self.start, 1e-9)
-        text = f"{self.label} {human(done)} / {human(total)} ({frac:4.0%}, {human(rate)}/s)"
-        if self.tty:
-            width = 24
-            bar = "#" * int(frac * width)
-            sys.stderr.write(f"\r{text} [{bar:<{width}}]\x1b[K")
-        else:
-            sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.shown and self.tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-def human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1000
-    raise AssertionError  # pragma: no cover
-
-
-def json_mode(on: bool) -> None:
-    """Errors are then printed as one JSON document too (harness.cli.main reads its _STATE)."""
-    from . import cli
-
-    cli._STATE["json"] = on
-
-
-def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
-    sys.stdout.flush()
 
 
 def layout_of(project: Path) -> Any:

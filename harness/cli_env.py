@@ -7,11 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-# Defined again rather than imported: cli.py imports this module while it is still being initialized.
-ProjectOpt = Annotated[
-    Path, typer.Option("--project", "-C", help="Project directory (default: the current directory).")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON result on stdout.")]
+from .cliout import JsonOpt, ProjectOpt, TerminalReporter, json_mode, print_json
 
 env_app = typer.Typer(
     help=(
@@ -26,18 +22,6 @@ env_app = typer.Typer(
 )
 
 VERIFY_MISMATCH_EXIT_CODE = 104  # EnvironmentBuildError: the rebuild differs from the record
-
-
-def _cli() -> Any:
-    """harness.cli, imported when a command runs (it imports this module while loading)."""
-    from . import cli
-
-    return cli
-
-
-def _json_mode(as_json: bool) -> None:
-    """Errors are then printed as one JSON document too (cli.main reads this)."""
-    _cli()._STATE["json"] = as_json
 
 
 def _size(n: int | None) -> str:
@@ -71,10 +55,10 @@ def list_envs(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None
     """
     from .envcatalog import cache_layout, connect_quietly, list_environments
 
-    _json_mode(as_json)
+    json_mode(as_json)
     rows = list_environments(cache_layout(project), connect_quietly())
     if as_json:
-        _cli()._print_json(rows)
+        print_json(rows)
         return
     if not rows:
         typer.echo("no environments in the cache yet; `harness env build` in a project builds one")
@@ -105,11 +89,11 @@ def show_env(
     """
     from .envcatalog import cache_layout, connect_quietly, describe, find_environment
 
-    _json_mode(as_json)
+    json_mode(as_json)
     layout = cache_layout(project)
     info = describe(find_environment(layout, query), layout, connect_quietly())
     if as_json:
-        _cli()._print_json(info)
+        print_json(info)
         return
     typer.echo(_render_show(info))
 
@@ -154,10 +138,10 @@ def build_env(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None
     from .engine import Engine
     from .envcatalog import build_project
 
-    _json_mode(as_json)
-    result = build_project(project, Engine.connect(), _cli().TerminalReporter(as_json).progress)
+    json_mode(as_json)
+    result = build_project(project, Engine.connect(), TerminalReporter(as_json).progress)
     if as_json:
-        _cli()._print_json(result)
+        print_json(result)
         return
     typer.echo(f"{result['action']} {result['image_ref']}")
     typer.echo(f"  image id  {result['image_id']}")
@@ -183,10 +167,10 @@ def verify_env(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> Non
     from .engine import Engine
     from .envverify import verify_project
 
-    _json_mode(as_json)
-    report = verify_project(project, Engine.connect(), _cli().TerminalReporter(as_json).progress)
+    json_mode(as_json)
+    report = verify_project(project, Engine.connect(), TerminalReporter(as_json).progress)
     if as_json:
-        _cli()._print_json(report.to_dict())
+        print_json(report.to_dict())
     else:
         typer.echo(_render_verify(report.to_dict()))
     if not report.ok:

@@ -9,13 +9,13 @@ from typing import Annotated
 
 import typer
 
+from .cliout import ProjectOpt
+
 
 def ui(
     port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1; 0 picks a free one.")] = 0,
     no_open: Annotated[bool, typer.Option("--no-open", help="Do not open a browser; just print the URL.")] = False,
-    project: Annotated[
-        Path, typer.Option("--project", "-C", help="Project directory (default: the current directory).")
-    ] = Path("."),
+    project: ProjectOpt = Path("."),
 ) -> None:
     """Browse runs in a local web page: the runs table, sortable and filterable, a page per run, comparisons.
 

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .cli_data import ByteProgress, JsonOpt, ProjectOpt, human, json_mode, layout_of, print_json
+from .cli_data import layout_of
+from .cliout import ByteProgress, JsonOpt, ProjectOpt, human, json_mode, print_json
 
 
 def verify(

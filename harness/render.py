@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .query import flat
+
 
 def _short(digest: str | None, n: int = 12) -> str:
     if not digest:
@@ -20,18 +22,8 @@ def _fmt_value(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _kv(values: dict[str, Any]) -> str:
-    return " ".join(f"{k}={_fmt_value(v)}" for k, v in _flat(values).items()) or "-"
+    return " ".join(f"{k}={_fmt_value(v)}" for k, v in flat(values).items()) or "-"
 
 
 def _status(record: dict[str, Any]) -> str:
