@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -242,7 +241,7 @@ def execute(inputs: Inputs, record: dict[str, Any], engine: Engine, reporter: Re
         _finish(record, started, records)
         raise
     finally:
-        _remove_tree(work)
+        snapshot.remove_materialized(work)  # code, data and params: read-only trees of store hardlinks
     _finish(record, started, records)
     return RunResult(record)
 
@@ -389,20 +388,6 @@ def _finish(record: dict[str, Any], started: float, records: Records) -> None:
     record["finished_at"] = _iso(finished)
     record["duration_s"] = round(finished - started, 3)
     records.write(record)
-
-
-def _remove_tree(path: Path) -> None:
-    if not path.exists():
-        return
-    # Materialized trees are read-only directories of hardlinks into the store. Make only the directories
-    # writable (chmod on a file would change the store object it shares an inode with), then unlink.
-    for root, dirs, _ in os.walk(path):
-        os.chmod(root, 0o755)
-        for d in dirs:
-            full = os.path.join(root, d)
-            if not os.path.islink(full):
-                os.chmod(full, 0o755)
-    shutil.rmtree(path)
 
 
 def _byte_progress(reporter: Reporter, label: str) -> Callable[[int, int], None]:
