@@ -14,6 +14,7 @@ import yaml
 
 from .digests import sha256_json
 from .errors import ConfigError
+from .query import flat
 
 _ENV_SAFE = re.compile(r"[^A-Za-z0-9]+")
 
@@ -31,7 +32,7 @@ class Params:
     def env(self) -> dict[str, str]:
         """``HARNESS_PARAM_<KEY>`` for every leaf (nested keys joined by ``__``); JSON for lists."""
         out: dict[str, str] = {}
-        for key, value in _leaves(self.values):
+        for key, value in flat(self.values).items():
             name = "HARNESS_PARAM_" + "__".join(_ENV_SAFE.sub("_", part).upper() for part in key.split("."))
             out[name] = _env_value(value)
         return out
@@ -101,19 +102,8 @@ def _apply(
         for old in [k for k in sources if k == dotted or k.startswith(dotted + ".")]:
             del sources[old]
         values[key] = copy.deepcopy(value)
-        for leaf, _ in _leaves({key: value}, prefix):
+        for leaf in flat({key: value}, prefix):
             sources[leaf] = source
-
-
-def _leaves(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
-    for key, value in values.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.extend(_leaves(value, dotted + "."))
-        else:
-            out.append((dotted, value))
-    return out
 
 
 def _env_value(value: Any) -> str:
