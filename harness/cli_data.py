@@ -2,28 +2,46 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+from .cliout import ByteProgress, command, echo, group, human, json_option, print_json, project_option
 
-from .cliout import ByteProgress, JsonOpt, ProjectOpt, human, json_mode, print_json
+HELP = """Data snapshots: every byte hashed into the project's content-addressed store.
 
-data_app = typer.Typer(
-    help=(
-        "Data snapshots: every byte hashed into the project's content-addressed store, identical files stored "
-        "once, named by the digest of a manifest (paths, sizes, executable bits, symlinks, sha256).\n\n"
-        "The same data gives the same digest on any machine, whatever the file order or mtimes; `harness run` "
-        "takes the same kind of snapshot of the configured data and mounts it read-only at /data.\n\n"
-        "  harness data snapshot data/train data/test\n\n"
-        "  harness data ls\n\n"
-        "  harness data diff 3fa9c1 77be02"
-    ),
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+Identical files are stored once; a snapshot is named by the digest of its manifest (paths, sizes, executable
+bits, symlinks, sha256). The same data gives the same digest on any machine, whatever the file order or
+mtimes; `harness run` takes the same kind of snapshot of the configured data and mounts it read-only at /data.
 
-SnapArg = Annotated[str, typer.Argument(metavar="SNAP", help="Snapshot digest or a unique prefix of a known one.")]
+  harness data snapshot data/train data/test
+
+  harness data ls
+
+  harness data diff 3fa9c1 77be02
+"""
+SNAP_HELP = "Snapshot digest or a unique prefix of a known one."
+
+
+def register(sub: Any) -> None:
+    data = group(sub, "data", HELP)
+    snap = command(data, "snapshot", snapshot_cmd)
+    snap.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="Files or directories to snapshot.")
+    snap.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        help="Name for a PATH in the snapshot (default: its basename); repeatable, in order.",
+    )
+    listing = command(data, "ls", ls_cmd)
+    show = command(data, "show", show_cmd)
+    show.add_argument("snap", metavar="SNAP", help=SNAP_HELP)
+    diff = command(data, "diff", diff_cmd)
+    diff.add_argument("snap_a", metavar="SNAP_A", help="The old snapshot (digest or unique prefix).")
+    diff.add_argument("snap_b", metavar="SNAP_B", help="The new snapshot.")
+    for parser in (snap, listing, show, diff):
+        project_option(parser)
+        json_option(parser)
 
 
 def layout_of(project: Path) -> Any:
@@ -32,16 +50,7 @@ def layout_of(project: Path) -> Any:
     return project_layout(project)
 
 
-@data_app.command("snapshot")
-def snapshot_cmd(
-    paths: Annotated[list[Path], typer.Argument(metavar="PATH", help="Files or directories to snapshot.")],
-    name: Annotated[
-        list[str] | None,
-        typer.Option("--name", help="Name for a PATH in the snapshot (default: its basename); repeatable, in order."),
-    ] = None,
-    project: ProjectOpt = Path("."),
-    as_json: JsonOpt = False,
-) -> None:
+def snapshot_cmd(args: argparse.Namespace) -> None:
     """Hash paths into the project store as one snapshot and print its digest.
 
     Each PATH becomes a top-level entry named by its basename (or --name), as `harness run` mounts data at
@@ -57,25 +66,23 @@ def snapshot_cmd(
     """
     from .datasets import take
 
-    json_mode(as_json)
     progress = ByteProgress("hashing")
     try:
-        snap, sources, registered = take(layout_of(project), paths, tuple(name or ()), progress)
+        snap, sources, registered = take(layout_of(args.project), args.paths, tuple(args.name), progress)
     finally:
         progress.close()
     if not registered:
-        typer.secho("warning: the snapshot is stored but could not be added to `harness data ls`", err=True)
-    if as_json:
+        echo("warning: the snapshot is stored but could not be added to `harness data ls`", err=True)
+    if args.as_json:
         print_json(snap.to_dict() | {"sources": sources})
         return
-    typer.echo(snap.digest)
-    typer.echo(f"  {snap.files} files, {human(snap.bytes)}", err=True)
+    echo(snap.digest)
+    echo(f"  {snap.files} files, {human(snap.bytes)}", err=True)
     for root, src in sources.items():
-        typer.echo(f"  {root} <- {src}", err=True)
+        echo(f"  {root} <- {src}", err=True)
 
 
-@data_app.command("ls")
-def ls_cmd(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
+def ls_cmd(args: argparse.Namespace) -> None:
     """List the snapshots taken in this project, newest first.
 
     Columns: time (UTC, the newest time it was taken), digest prefix, files, bytes, origin (`data snapshot`
@@ -83,25 +90,21 @@ def ls_cmd(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
     """
     from .datasets import iso, known
 
-    json_mode(as_json)
-    rows = known(layout_of(project))
-    if as_json:
+    rows = known(layout_of(args.project))
+    if args.as_json:
         print_json([k.to_dict() for k in rows])
         return
     if not rows:
-        typer.echo("no snapshots yet: `harness data snapshot PATH` or `harness run` takes one")
+        echo("no snapshots yet: `harness data snapshot PATH` or `harness run` takes one")
         return
-    typer.echo(f"{'time':20}  {'snapshot':12}  {'files':>7}  {'bytes':>10}  {'origin':14}  sources")
+    echo(f"{'time':20}  {'snapshot':12}  {'files':>7}  {'bytes':>10}  {'origin':14}  sources")
     for k in rows:
         sources = ", ".join(f"{n} <- {p}" for n, p in k.sources.items())
         origin = k.origin if len(k.origins) == 1 else f"{k.origin} (+{len(k.origins) - 1})"
-        typer.echo(
-            f"{iso(k.created_at):20}  {k.digest[:12]}  {k.files:>7}  {human(k.bytes):>10}  {origin:14}  {sources}"
-        )
+        echo(f"{iso(k.created_at):20}  {k.digest[:12]}  {k.files:>7}  {human(k.bytes):>10}  {origin:14}  {sources}")
 
 
-@data_app.command("show")
-def show_cmd(snap: SnapArg, project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
+def show_cmd(args: argparse.Namespace) -> None:
     """List a snapshot's entries: kind, size, sha256 prefix and path.
 
     Kinds: `-` file, `x` executable file, `d` directory, `l` symlink (with its target). The manifest is
@@ -109,29 +112,22 @@ def show_cmd(snap: SnapArg, project: ProjectOpt = Path("."), as_json: JsonOpt = 
     """
     from .datasets import load
 
-    json_mode(as_json)
-    s = load(layout_of(project), snap)
-    if as_json:
+    s = load(layout_of(args.project), args.snap)
+    if args.as_json:
         print_json(s.to_dict() | {"entries": [e.to_dict() for e in s.entries]})
         return
-    typer.echo(f"snapshot {s.digest}: {s.files} files, {human(s.bytes)}")
+    echo(f"snapshot {s.digest}: {s.files} files, {human(s.bytes)}")
     for e in s.entries:
         if e.kind == "dir":
-            typer.echo(f"d {'':>10}  {'':12}  {e.path}/")
+            echo(f"d {'':>10}  {'':12}  {e.path}/")
         elif e.kind == "symlink":
-            typer.echo(f"l {'':>10}  {'':12}  {e.path} -> {e.target}")
+            echo(f"l {'':>10}  {'':12}  {e.path} -> {e.target}")
         else:
             mark = "x" if e.executable else "-"
-            typer.echo(f"{mark} {human(e.size):>10}  {(e.sha256 or '')[:12]}  {e.path}")
+            echo(f"{mark} {human(e.size):>10}  {(e.sha256 or '')[:12]}  {e.path}")
 
 
-@data_app.command("diff")
-def diff_cmd(
-    snap_a: Annotated[str, typer.Argument(metavar="SNAP_A", help="The old snapshot (digest or unique prefix).")],
-    snap_b: Annotated[str, typer.Argument(metavar="SNAP_B", help="The new snapshot.")],
-    project: ProjectOpt = Path("."),
-    as_json: JsonOpt = False,
-) -> None:
+def diff_cmd(args: argparse.Namespace) -> int:
     """Show which paths were added, removed or changed between two snapshots.
 
     Exits 0 when the snapshots are identical and 1 when they differ, like diff(1), so it can gate a script:
@@ -139,21 +135,20 @@ def diff_cmd(
     """
     from .datasets import compare
 
-    json_mode(as_json)
-    result = compare(layout_of(project), snap_a, snap_b)
-    if as_json:
+    result = compare(layout_of(args.project), args.snap_a, args.snap_b)
+    if args.as_json:
         print_json(result)
     else:
         for e in result["added"]:
-            typer.echo(f"+ {e['path']}")
+            echo(f"+ {e['path']}")
         for e in result["removed"]:
-            typer.echo(f"- {e['path']}")
+            echo(f"- {e['path']}")
         for c in result["changed"]:
             old, new = c["old"], c["new"]
-            typer.echo(f"~ {c['path']}  ({_describe(old)} -> {_describe(new)})")
+            echo(f"~ {c['path']}  ({_describe(old)} -> {_describe(new)})")
         if result["identical"]:
-            typer.echo("identical", err=True)
-    raise typer.Exit(0 if result["identical"] else 1)
+            echo("identical", err=True)
+    return 0 if result["identical"] else 1
 
 
 def _describe(entry: dict[str, Any]) -> str:

@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+import argparse
+from typing import Any
 
-import typer
+from .cliout import TerminalReporter, command, echo, group, json_option, print_json, project_option
 
-from .cliout import JsonOpt, ProjectOpt, TerminalReporter, json_mode, print_json
+HELP = """Environment images, built from a base and the hash-pinned lock into an image with a pure-function id.
 
-env_app = typer.Typer(
-    help=(
-        "Environment images: a base recipe (images/<name>.toml) plus the hash-pinned lock, built into an image "
-        "whose id is a pure function of them.\n\n"
-        "Records and layers live in the shared cache (HARNESS_CACHE, default ~/.cache/harness), so an image "
-        "removed from Docker is loaded back, not rebuilt. Start with `harness env build` in a project, then "
-        "`harness env verify` to prove the image rebuilds bit for bit."
-    ),
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+The image id is a function of the base and the lock alone. The base is a recipe (images/<name>.toml) or
+a digest-pinned image. Records and layers live in the shared cache (HARNESS_CACHE, default
+~/.cache/harness), so an image removed from Docker is loaded back, not rebuilt. Start with
+`harness env build` in a project, then `harness env verify` to prove the image rebuilds bit for bit.
+"""
 
 VERIFY_MISMATCH_EXIT_CODE = 104  # EnvironmentBuildError: the rebuild differs from the record
+
+
+def register(sub: Any) -> None:
+    env = group(sub, "env", HELP)
+    listing = command(env, "ls", list_envs)
+    show = command(env, "show", show_env)
+    show.add_argument(
+        "query", metavar="KEY|IMAGE", help="Environment key, image id or manifest digest (a prefix of 4+)."
+    )
+    for parser in (listing, show, command(env, "build", build_env), command(env, "verify", verify_env)):
+        project_option(parser)
+        json_option(parser)
 
 
 def _size(n: int | None) -> str:
@@ -41,8 +47,7 @@ def _yes(value: bool | None) -> str:
     return "?" if value is None else "yes" if value else "no"
 
 
-@env_app.command("ls")
-def list_envs(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
+def list_envs(args: argparse.Namespace) -> None:
     """List the environments recorded in the cache.
 
     One line each: key, image id, manifest digest (the image's id under
@@ -55,30 +60,22 @@ def list_envs(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None
     """
     from .envcatalog import cache_layout, connect_quietly, list_environments
 
-    json_mode(as_json)
-    rows = list_environments(cache_layout(project), connect_quietly())
-    if as_json:
+    rows = list_environments(cache_layout(args.project), connect_quietly())
+    if args.as_json:
         print_json(rows)
         return
     if not rows:
-        typer.echo("no environments in the cache yet; `harness env build` in a project builds one")
+        echo("no environments in the cache yet; `harness env build` in a project builds one")
         return
-    typer.echo(f"{'KEY':16}  {'IMAGE ID':12}  {'MANIFEST':12}  {'BASE':10}  PYTHON   PKGS  IN DOCKER  SIZE")
+    echo(f"{'KEY':16}  {'IMAGE ID':12}  {'MANIFEST':12}  {'BASE':10}  PYTHON   PKGS  IN DOCKER  SIZE")
     for r in rows:
-        typer.echo(
+        echo(
             f"{r['key'][:16]:16}  {r['image_id'][7:19]:12}  {r['manifest_digest'][7:19]:12}  {str(r['base']):10}  "
             f"{r['python']:7}  {r['packages']:4}  {_yes(r['present']):9}  {_size(r['size'])}"
         )
 
 
-@env_app.command("show")
-def show_env(
-    query: Annotated[
-        str, typer.Argument(metavar="KEY|IMAGE", help="Environment key, image id or manifest digest (a prefix of 4+).")
-    ],
-    project: ProjectOpt = Path("."),
-    as_json: JsonOpt = False,
-) -> None:
+def show_env(args: argparse.Namespace) -> None:
     """Show one environment: base recipe, layers (diff ids, sizes), packages.
 
     KEY|IMAGE matches by prefix (4+ digits) the environment key, the image id
@@ -89,13 +86,12 @@ def show_env(
     """
     from .envcatalog import cache_layout, connect_quietly, describe, find_environment
 
-    json_mode(as_json)
-    layout = cache_layout(project)
-    info = describe(find_environment(layout, query), layout, connect_quietly())
-    if as_json:
+    layout = cache_layout(args.project)
+    info = describe(find_environment(layout, args.query), layout, connect_quietly())
+    if args.as_json:
         print_json(info)
         return
-    typer.echo(_render_show(info))
+    echo(_render_show(info))
 
 
 def _render_show(info: dict[str, Any]) -> str:
@@ -120,8 +116,7 @@ def _render_show(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@env_app.command("build")
-def build_env(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
+def build_env(args: argparse.Namespace) -> None:
     """Build (or reuse) the environment of the project in the current directory.
 
     Reads the base recipe and the lock from the working tree
@@ -138,19 +133,17 @@ def build_env(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None
     from .engine import Engine
     from .envcatalog import build_project
 
-    json_mode(as_json)
-    result = build_project(project, Engine.connect(), TerminalReporter(as_json).progress)
-    if as_json:
+    result = build_project(args.project, Engine.connect(), TerminalReporter(args.as_json).progress)
+    if args.as_json:
         print_json(result)
         return
-    typer.echo(f"{result['action']} {result['image_ref']}")
-    typer.echo(f"  image id  {result['image_id']}")
-    typer.echo(f"  manifest  {result['manifest_digest']}")
-    typer.echo(f"  python {result['python']}, {len(result['packages'])} packages")
+    echo(f"{result['action']} {result['image_ref']}")
+    echo(f"  image id  {result['image_id']}")
+    echo(f"  manifest  {result['manifest_digest']}")
+    echo(f"  python {result['python']}, {len(result['packages'])} packages")
 
 
-@env_app.command("verify")
-def verify_env(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> None:
+def verify_env(args: argparse.Namespace) -> int:
     """Rebuild the project's environment from scratch; check it is bit for bit the recorded one.
 
     The rebuild uses a fresh temporary cache: the base is bootstrapped again
@@ -167,14 +160,12 @@ def verify_env(project: ProjectOpt = Path("."), as_json: JsonOpt = False) -> Non
     from .engine import Engine
     from .envverify import verify_project
 
-    json_mode(as_json)
-    report = verify_project(project, Engine.connect(), TerminalReporter(as_json).progress)
-    if as_json:
+    report = verify_project(args.project, Engine.connect(), TerminalReporter(args.as_json).progress)
+    if args.as_json:
         print_json(report.to_dict())
     else:
-        typer.echo(_render_verify(report.to_dict()))
-    if not report.ok:
-        raise typer.Exit(VERIFY_MISMATCH_EXIT_CODE)
+        echo(_render_verify(report.to_dict()))
+    return 0 if report.ok else VERIFY_MISMATCH_EXIT_CODE
 
 
 def _render_verify(report: dict[str, Any]) -> str:

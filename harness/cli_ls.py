@@ -1,79 +1,62 @@
-"""`harness ls` without the CLI framework's start-up cost.
-
-typer (0.29) builds a pydantic TypeAdapter for every parameter it converts, and importing pydantic costs
-0.15-0.25 s: more than all of `ls` over 10,000 runs. So :func:`main` in cli.py first offers argv to
-:func:`parse_plain_ls`, which accepts only a plain, well-formed `ls` invocation (the options the typer command
-declares, each value valid); anything else (--help, a typo, a bad number, global options) returns None and
-goes through typer as usual, with its help and error messages. Both routes call :func:`list_command`, and
-tests/test_ls.py checks that they print the same bytes.
-"""
+"""``harness ls``: the runs as a table, JSON or CSV. Parse, call harness.runs.query_runs, render."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
+from .cliout import command, json_option, project_option
 from .errors import ConfigError
 
 
-@dataclass(frozen=True)
-class LsArgs:
-    where: str | None = None
-    sort: str | None = None
-    limit: int | None = None
-    all_columns: bool = False
-    project: Path = Path(".")
-    as_json: bool = False
-    as_csv: bool = False
+def register(sub: Any) -> None:
+    parser = command(sub, "ls", list_runs)
+    parser.add_argument(
+        "-w",
+        "--where",
+        help="Only runs for which this holds, e.g. 'metrics.rmse_test < 40 and params.model == \"linear\"'.",
+    )
+    parser.add_argument(
+        "-s",
+        "--sort",
+        metavar="FIELD",
+        help="Order by a field, e.g. metrics.rmse_test; a leading - sorts descending.",
+    )
+    parser.add_argument("-n", "--limit", type=_count, metavar="N", help="Show at most N runs.")
+    parser.add_argument(
+        "-a", "--all-columns", action="store_true", help="Show every param and metric, not only those that vary."
+    )
+    project_option(parser)
+    json_option(parser)
+    parser.add_argument(
+        "--csv", dest="as_csv", action="store_true", help="CSV on stdout: every param and metric a column."
+    )
 
 
-_VALUE_OPTIONS = {
-    "--where": "where",
-    "-w": "where",
-    "--sort": "sort",
-    "-s": "sort",
-    "--limit": "limit",
-    "-n": "limit",
-    "--project": "project",
-    "-C": "project",
-}
-_FLAGS = {"--all-columns": "all_columns", "-a": "all_columns", "--json": "as_json", "--csv": "as_csv"}
+def list_runs(args: argparse.Namespace) -> None:
+    """List runs as a table: Meta | Provenance | Params | Metrics, newest first.
 
+    Only params and metrics that differ between the listed runs get a column (--all-columns shows all).
+    FAILED and INTERRUPTED runs are in capitals; a run of uncommitted code says DIRTY next to its commit.
 
-def parse_plain_ls(argv: list[str]) -> LsArgs | None:
-    """The arguments of a plain `ls` invocation, or None to let typer parse (and explain) it."""
-    if not argv or argv[0] != "ls":
-        return None
-    values: dict[str, object] = {}
-    rest = argv[1:]
-    i = 0
-    while i < len(rest):
-        token = rest[i]
-        name, eq, inline = token.partition("=")
-        if token in _FLAGS:
-            values[_FLAGS[token]] = True
-        elif name in _VALUE_OPTIONS and name.startswith("--") and eq:
-            values[_VALUE_OPTIONS[name]] = inline
-        elif token in _VALUE_OPTIONS and i + 1 < len(rest):
-            values[_VALUE_OPTIONS[token]] = rest[i + 1]
-            i += 1
-        else:
-            return None
-        i += 1
-    if "limit" in values:
-        raw = str(values["limit"])
-        if not raw.isdigit():
-            return None
-        values["limit"] = int(raw)
-    if "project" in values:
-        values["project"] = Path(str(values["project"]))
-    return LsArgs(**values)  # type: ignore[arg-type]
+    --where: comparisons (== != < <= > >= in, not in) joined by and/or/not, with parentheses.
+    Names: params.X, metrics.X, status, name, id, dirty, commit, code.branch, ... (metrics["f1-score"]).
+    Strings in double quotes; true, false, null. A run without the field never matches.
 
+    Examples:
 
-def list_command(args: LsArgs) -> None:
-    """Select the runs and print them as the table, JSON or CSV."""
+      harness ls --limit 20
+
+      harness ls --where 'metrics.rmse_test < 40 and params.model == "linear"'
+
+      harness ls --sort metrics.rmse_test --limit 5     (best first; -metrics.rmse_test: worst first)
+
+      harness ls --where 'status == "failed" or dirty' --sort -started_at
+
+      harness ls --csv > runs.csv
+    """
     from .runs import query_runs
 
     if args.as_json and args.as_csv:
@@ -91,3 +74,9 @@ def list_command(args: LsArgs) -> None:
         text = render_table(records, args.all_columns, total, args.where) + "\n"
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a count of runs: {text!r} (a whole number, 0 or more)")
+    return int(text)

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-from pathlib import Path
-from typing import Annotated
+from typing import Any
 
-import typer
-
-from .cliout import ProjectOpt
+from .cliout import command, echo, project_option
 
 
-def ui(
-    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1; 0 picks a free one.")] = 0,
-    no_open: Annotated[bool, typer.Option("--no-open", help="Do not open a browser; just print the URL.")] = False,
-    project: ProjectOpt = Path("."),
-) -> None:
+def register(sub: Any) -> None:
+    parser = command(sub, "ui", ui)
+    parser.add_argument("--port", type=int, default=0, help="Port on 127.0.0.1; 0 picks a free one.")
+    parser.add_argument("--no-open", action="store_true", help="Do not open a browser; just print the URL.")
+    project_option(parser)
+
+
+def ui(args: argparse.Namespace) -> None:
     """Browse runs in a local web page: the runs table, sortable and filterable, a page per run, comparisons.
 
     Served on 127.0.0.1 only; it reads the records and changes nothing.
@@ -33,16 +34,16 @@ def ui(
     from .runs import project_records
     from .ui import make_server
 
-    server = make_server(project_records(project), port)
-    typer.echo(f"harness ui: {server.url}  (Ctrl-C stops it)")
-    if not no_open and _has_display():
+    server = make_server(project_records(args.project), args.port)
+    echo(f"harness ui: {server.url}  (Ctrl-C stops it)")
+    if not args.no_open and _has_display():
         import webbrowser
 
         webbrowser.open(server.url)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        typer.echo("harness ui: stopped", err=True)
+        echo("harness ui: stopped", err=True)
     finally:
         server.server_close()
 

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
-import typer
+import argparse
+from typing import Any
 
 from .cli_data import layout_of
-from .cliout import ByteProgress, JsonOpt, ProjectOpt, human, json_mode, print_json
+from .cliout import ByteProgress, command, echo, human, json_option, print_json, project_option
 
 
-def verify(
-    run: Annotated[
-        str | None, typer.Option("--run", metavar="RUN", help="Check only the objects this run uses (id or prefix).")
-    ] = None,
-    project: ProjectOpt = Path("."),
-    as_json: JsonOpt = False,
-) -> None:
+def register(sub: Any) -> None:
+    parser = command(sub, "verify", verify)
+    parser.add_argument("--run", metavar="RUN", help="Check only the objects this run uses (id or prefix).")
+    project_option(parser)
+    json_option(parser)
+
+
+def verify(args: argparse.Namespace) -> int:
     """Re-hash store objects and report any whose bytes no longer match their name.
 
     Without --run: every object in the project store, and every object a run or a snapshot refers to (so a
@@ -34,30 +33,29 @@ def verify(
     """
     from .integrity import verify as verify_store
 
-    json_mode(as_json)
     progress = ByteProgress("verifying")
     try:
-        report = verify_store(layout_of(project), run, progress)
+        report = verify_store(layout_of(args.project), args.run, progress)
     finally:
         progress.close()
-    if as_json:
+    if args.as_json:
         print_json(report.to_dict())
-        raise typer.Exit(report.exit_code)
+        return report.exit_code
     what = "the project store" if report.scope == "store" else report.scope
-    typer.echo(f"checked {report.checked} objects ({human(report.bytes)}) of {what}")
+    echo(f"checked {report.checked} objects ({human(report.bytes)}) of {what}")
     for p in report.problems:
         state = "DAMAGED (its bytes changed)" if p.problem == "changed" else "MISSING"
-        typer.echo(f"{state}: object {p.digest}\n  at {p.path}")
+        echo(f"{state}: object {p.digest}\n  at {p.path}")
         for use in p.used_by or ("no run or known snapshot uses it",):
-            typer.echo(f"  used by {use}")
+            echo(f"  used by {use}")
     if report.problems:
-        typer.secho(f"error: {len(report.problems)} object(s) failed verification", err=True, fg=typer.colors.RED)
-        typer.echo(
+        echo(f"error: {len(report.problems)} object(s) failed verification", err=True, color="red")
+        echo(
             "hint: no object was changed. Snapshot the original data again (`harness data snapshot PATH`, or "
             "`harness run`) to replace a damaged data object; an output is written again when `harness rebuild "
             "RUN` reproduces it; a missing object comes back the same ways, or from a backup of the store",
             err=True,
         )
     else:
-        typer.echo("all intact")
-    raise typer.Exit(report.exit_code)
+        echo("all intact")
+    return report.exit_code

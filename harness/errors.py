@@ -1,6 +1,7 @@
 """One exception root for everything harness reports to a user.
 
     HarnessError                 exit 100  anything harness itself could not do
+    ├── UsageError               exit 2    a bad option, argument or --where/--sort expression
     ├── ConfigError              exit 101  no config, unknown key, wrong type (names the key path)
     ├── CodeError                exit 102  not a git repository, unknown or ambiguous rev
     │   └── DirtyTreeError       exit 103  uncommitted changes, names the files
@@ -21,6 +22,8 @@ INTERRUPTED_EXIT_CODE = 130
 
 
 class HarnessError(Exception):
+    """Anything else harness itself could not do."""
+
     exit_code = 100
 
     def __init__(self, message: str, hint: str | None = None) -> None:
@@ -37,49 +40,69 @@ class HarnessError(Exception):
         }
 
 
+class UsageError(HarnessError):
+    """A bad option, argument or --where/--sort expression."""
+
+    exit_code = 2
+
+
 class ConfigError(HarnessError):
+    """No config, an unknown key or a value of the wrong type; the message names the key path."""
+
     exit_code = 101
 
 
 class CodeError(HarnessError):
+    """Not a git repository, or an unknown or ambiguous rev."""
+
     exit_code = 102
 
 
 class DirtyTreeError(CodeError):
+    """Uncommitted changes where a clean tree is required; the message names the files."""
+
     exit_code = 103
 
 
 class EnvironmentBuildError(HarnessError):
+    """The base recipe, the lock, a wheel's hash, or building or loading the image."""
+
     exit_code = 104
 
 
 class DataError(HarnessError):
+    """A missing data path, a refused file type or a bad snapshot."""
+
     exit_code = 105
 
 
 class EngineUnavailable(HarnessError):
+    """Docker is not running or not reachable."""
+
     exit_code = 106
 
 
 class StoreCorruption(HarnessError):
+    """A stored object whose bytes no longer match its name."""
+
     exit_code = 107
 
 
 class NotFound(HarnessError):
+    """An unknown run, snapshot or object id."""
+
     exit_code = 108
 
 
-EXIT_CODES: dict[str, int] = {
-    cls.__name__: cls.exit_code
-    for cls in (
-        HarnessError,
-        ConfigError,
-        CodeError,
-        DirtyTreeError,
-        EnvironmentBuildError,
-        DataError,
-        EngineUnavailable,
-        StoreCorruption,
-        NotFound,
-    )
-}
+ERRORS: tuple[type[HarnessError], ...] = (
+    UsageError,
+    HarnessError,
+    ConfigError,
+    CodeError,
+    DirtyTreeError,
+    EnvironmentBuildError,
+    DataError,
+    EngineUnavailable,
+    StoreCorruption,
+    NotFound,
+)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import HarnessError
+from .errors import UsageError
 
 MISSING: Any = object()
 ALIASES = {"dirty": ("code", "dirty"), "commit": ("code", "commit"), "data": ("data", "snapshot")}
@@ -48,10 +48,8 @@ WHERE_EXAMPLES = (
 )
 
 
-class QueryError(HarnessError):
+class QueryError(UsageError):
     """A --where or --sort the language does not accept; the message shows the expression and the position."""
-
-    exit_code = 2
 
 
 Path_ = tuple[str, ...]

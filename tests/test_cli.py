@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from harness.cli import app
-from tests.projects import harness
+from harness.cli import build_parser
+from harness.cliout import subcommands
+from tests.projects import cli_env, harness
 
-COMMANDS = [c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands]
+COMMANDS = list(subcommands(build_parser()))
 
 
 def test_every_command_is_listed_in_help(tmp_path: Path) -> None:
@@ -26,6 +30,54 @@ def test_every_command_has_help(tmp_path: Path, command: str) -> None:
     assert len(result.stdout.strip().splitlines()) > 3
 
 
+def test_a_group_or_no_command_prints_help_and_fails(tmp_path: Path) -> None:
+    for args in ((), ("data",), ("env",)):
+        result = harness(tmp_path, *args)
+        assert result.returncode == 2
+        assert "commands:" in result.stderr and "usage: harness" in result.stderr
+
+
+def test_usage_errors_name_the_command_and_its_help(tmp_path: Path) -> None:
+    unknown = harness(tmp_path, "data", "snapshot", "d", "--bogus")
+    assert unknown.returncode == 2
+    assert "error: harness data snapshot: unrecognized arguments: --bogus" in unknown.stderr
+    assert "hint: see `harness data snapshot --help`" in unknown.stderr
+    missing = harness(tmp_path, "rebuild")
+    assert missing.returncode == 2 and "the following arguments are required: RUN" in missing.stderr
+    bad = harness(tmp_path, "ls", "--limit", "many", "--json")
+    assert bad.returncode == 2 and "not a count of runs: 'many'" in bad.stderr
+    assert json.loads(bad.stdout)["error"] == "UsageError"
+    assert "Traceback" not in unknown.stderr + missing.stderr + bad.stderr
+
+
+def test_values_may_start_with_a_dash(tmp_path: Path) -> None:
+    """argparse alone refuses `--sort -metrics.x`; harness passes the value on (here to the query checker)."""
+    for args in (("--sort", "-metrics.x"), ("-s", "-metrics.x"), ("--sort=-metrics.x",)):
+        result = harness(tmp_path, "ls", *args, "-C", str(tmp_path))
+        assert "expected one argument" not in result.stderr, args
+        assert result.returncode == 101 and "no harness config found" in result.stderr  # parsed; then no project
+
+
+def test_a_command_imports_only_what_it_uses(tmp_path: Path) -> None:
+    """Every command runs before an experiment or around a snapshot, so its start must stay quick: no command
+    framework, and no docker SDK, GitPython or YAML unless the command needs them."""
+    script = (
+        "import sys\nfrom harness.cli import main\n"
+        "try:\n    code = main(sys.argv[1:])\nexcept SystemExit as exit:\n    code = exit.code\n"
+        "heavy = {'docker', 'git', 'yaml', 'typer', 'click', 'pydantic', 'rich', 'tomlkit', 'requests'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy), code)\n"
+    )
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("x")
+    (tmp_path / "harness.toml").write_text('name = "t"\nbase = "bookworm"\nlock = "harness.lock"\ncommand = ["true"]\n')
+    env = cli_env(HARNESS_HOME=str(tmp_path / ".harness"))
+    for args in (["data", "snapshot", "d"], ["ls"], ["--help"], ["exit-codes"]):
+        result = subprocess.run(
+            [sys.executable, "-c", script, *args], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert result.stdout.splitlines()[-1] == "[] 0", (args, result.stdout, result.stderr)
+
+
 def test_run_outside_a_project_is_a_clear_error(tmp_path: Path) -> None:
     result = harness(tmp_path, "run")
     assert result.returncode == 101
@@ -35,8 +87,6 @@ def test_run_outside_a_project_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_json_errors_are_machine_readable(tmp_path: Path) -> None:
-    import json
-
     result = harness(tmp_path, "ls", "--json")
     assert result.returncode == 101
     assert json.loads(result.stdout)["error"] == "ConfigError"

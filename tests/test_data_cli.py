@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness.cli_data import ByteProgress
+from harness.cliout import ByteProgress
 from harness.store import Store
 from tests.projects import harness
 

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli_env import VERIFY_MISMATCH_EXIT_CODE, _render_verify, env_app
+from harness.cli import build_parser
+from harness.cli_env import VERIFY_MISMATCH_EXIT_CODE, _render_verify
+from harness.cliout import subcommands
 from harness.envverify import diff_layers
 from harness.images import Environment
 from harness.lockfile import Lock
@@ -18,7 +20,7 @@ from harness.paths import Layout
 from harness.store import Store
 from tests.projects import cli_env, harness
 
-ENV_COMMANDS = [c.name or "" for c in env_app.registered_commands]
+ENV_COMMANDS = list(subcommands(subcommands(build_parser())["env"]))
 SIX_PY = "opt/venv/lib/python3.11/site-packages/six.py"
 docker = pytest.mark.docker
 
