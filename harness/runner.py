@@ -22,6 +22,7 @@ from .engine import ContainerInterrupted, ContainerSpec, Engine, Mount
 from .errors import INTERRUPTED_EXIT_CODE, CodeError, ConfigError, DirtyTreeError, HarnessError
 from .hostinfo import host_facts
 from .locking import check_lock_current
+from .outputs import store_outputs
 from .params import Params, load_named_configs, merge_params
 from .paths import Layout, in_ci
 from .records import SCHEMA, Records, RunPaths
@@ -370,7 +371,7 @@ def _runtime(spec: ContainerSpec, inputs: Inputs) -> dict[str, Any]:
 
 def _collect(record: dict[str, Any], paths: RunPaths, store: Store, layout: Layout) -> None:
     os.chmod(paths.outputs, 0o755)
-    outputs = snapshot.snapshot_tree(paths.outputs, store, None)
+    outputs = store_outputs(paths.outputs, store)
     record["outputs"] = {
         "manifest": outputs.digest,
         "files": {e.path: e.sha256 for e in outputs.entries if e.kind == "file"},

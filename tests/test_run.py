@@ -71,8 +71,13 @@ def test_run_is_hermetic_and_fully_recorded(project: Path) -> None:
     import hashlib
 
     assert set(record["outputs"]["files"]) == {"probe.json", "metrics.json", "sub/total.txt"}
+    objects = project / ".harness" / "objects"
     for rel, sha in record["outputs"]["files"].items():
         assert hashlib.sha256((outputs / rel).read_bytes()).hexdigest() == sha
+        # stored once: the file in the run directory is the store object itself, read-only
+        assert os.path.samefile(outputs / rel, objects / sha[:2] / sha[2:])
+        assert (outputs / rel).stat().st_mode & 0o222 == 0
+    assert not [p for p in outputs.rglob("*") if ".harness-link" in p.name]
     assert "probe ran" in (project / ".harness" / "runs" / run_id / "log.txt").read_text()
 
     probe = json.loads((outputs / "probe.json").read_text())
