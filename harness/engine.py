@@ -1,18 +1,21 @@
-"""The only module that talks to Docker (through the docker SDK, imported lazily).
+"""The only module that talks to Docker, through the engine's HTTP API (harness/dockerapi.py).
 
-Everything above this module speaks in :class:`ContainerSpec` and plain values; nothing else imports docker.
+Everything above this module speaks in :class:`ContainerSpec` and plain values.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
+import json
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from .dockerapi import APIError, DockerAPI, demultiplex, path_of
 from .errors import EngineUnavailable, HarnessError
 
 OutputSink = Callable[[str, bytes], None]
@@ -78,29 +81,24 @@ class ContainerInterrupted(HarnessError):
 class Engine:
     """A connected Docker engine."""
 
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self._api = client.api
+    def __init__(self, api: DockerAPI) -> None:
+        self._api = api
 
     @classmethod
     def connect(cls, timeout: int = 600) -> Engine:
+        api = DockerAPI(timeout=timeout)
         try:
-            import docker
-            from docker.errors import DockerException
-        except ImportError as exc:  # pragma: no cover - dependency missing
-            raise EngineUnavailable(f"the docker SDK is not installed: {exc}", "pip install docker") from exc
-        try:
-            client = docker.from_env(timeout=timeout)
-            client.ping()
-        except DockerException as exc:
-            raise EngineUnavailable(f"cannot reach the Docker engine: {_short(exc)}", _START_HINT) from None
-        except Exception as exc:  # requests' connection errors surface in several types
-            raise EngineUnavailable(f"cannot reach the Docker engine: {_short(exc)}", _START_HINT) from None
-        return cls(client)
+            with api.open("GET", "/_ping") as response:
+                response.read()
+        except EngineUnavailable as exc:
+            raise EngineUnavailable(exc.message, _START_HINT) from None
+        except APIError as exc:
+            raise EngineUnavailable(f"the Docker engine at {api.host} answered: {exc.message}", _START_HINT) from None
+        return cls(api)
 
     # -- facts --------------------------------------------------------------------------------------------
     def version(self) -> dict[str, str]:
-        info = self._api.version()
+        info = self._api.json("GET", "/version")
         return {
             "engine_version": str(info.get("Version", "")),
             "api_version": str(info.get("ApiVersion", "")),
@@ -110,24 +108,25 @@ class Engine:
 
     # -- images -------------------------------------------------------------------------------------------
     def inspect_image(self, ref: str) -> dict[str, Any] | None:
-        from docker.errors import ImageNotFound, NotFound
-
         try:
-            return dict(self._api.inspect_image(ref))
-        except (ImageNotFound, NotFound):
-            return None
+            return dict(self._api.json("GET", path_of("/images/{}/json", ref)))
+        except APIError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def has_image(self, image_id: str) -> bool:
         return self.inspect_image(image_id) is not None
 
     def load_image(self, archive: Path) -> list[str]:
         """``docker load`` an archive; returns what the engine reported loading (ids or tags)."""
-        from docker.errors import APIError
-
         loaded: list[str] = []
         try:
             with open(archive, "rb") as fh:
-                for message in self._api.load_image(fh):
+                response = self._api.open(
+                    "POST", "/images/load", {"quiet": False}, fh, {"Content-Type": "application/x-tar"}, stream=True
+                )
+                for message in self._api.messages(response):
                     if "error" in message:
                         raise HarnessError(
                             f"docker load of {archive} failed: {message['error']}",
@@ -138,70 +137,71 @@ class Engine:
                         if stream.startswith(prefix):
                             loaded.append(stream[len(prefix) :])
         except APIError as exc:
-            raise HarnessError(f"docker load of {archive} failed: {_short(exc)}") from None
+            raise HarnessError(f"docker load of {archive} failed: {exc.message}") from None
         return loaded
 
     def tag_image(self, image_id: str, repository: str, tag: str) -> None:
-        self._api.tag(image_id, repository, tag)
+        self._api.json("POST", path_of("/images/{}/tag", image_id), {"repo": repository, "tag": tag})
 
     def remove_image(self, ref: str) -> None:
-        from docker.errors import ImageNotFound, NotFound
-
-        with contextlib.suppress(ImageNotFound, NotFound):
-            self._api.remove_image(ref, force=True)
+        try:
+            self._api.json("DELETE", path_of("/images/{}", ref), {"force": True})
+        except APIError as exc:
+            if exc.status != 404:
+                raise
 
     def save_image(self, ref: str) -> Iterator[bytes]:
-        return iter(self._api.get_image(ref))
+        return self._api.chunks(self._api.open("GET", path_of("/images/{}/get", ref), stream=True))
 
     def pull_image(self, ref: str) -> None:
         """``docker pull ref``; raises HarnessError with the engine's reason (registry down, unknown digest)."""
-        from docker.errors import APIError
-
-        try:
-            # Errors during the transfer arrive as messages in the stream, not as an HTTP status.
-            for message in self._api.pull(ref, stream=True, decode=True):
-                if "error" in message:
-                    raise HarnessError(f"docker pull {ref} failed: {message['error']}")
-        except APIError as exc:
-            raise HarnessError(f"docker pull {ref} failed: {_short(exc)}") from None
+        name, tag = split_reference(ref)
+        self._progress_stream("pull", ref, "POST", "/images/create", {"fromImage": name, "tag": tag})
 
     def push_image(self, ref: str) -> None:
         """``docker push ref`` (a tagged image); raises HarnessError with the engine's reason."""
-        from docker.errors import APIError
+        name, tag = split_reference(ref)
+        self._progress_stream("push", ref, "POST", path_of("/images/{}/push", name), {"tag": tag})
 
+    def _progress_stream(self, verb: str, ref: str, method: str, path: str, params: dict[str, Any]) -> None:
+        # The engine insists on a credentials header for push (empty credentials: an anonymous registry).
+        anonymous = {"X-Registry-Auth": base64.urlsafe_b64encode(b"{}").decode()}
         try:
-            for message in self._api.push(ref, stream=True, decode=True):
+            # Errors during the transfer arrive as messages in the stream, not as an HTTP status.
+            response = self._api.open(method, path, params, headers=anonymous, stream=True)
+            for message in self._api.messages(response):
                 if "error" in message:
-                    raise HarnessError(f"docker push {ref} failed: {message['error']}")
+                    raise HarnessError(f"docker {verb} {ref} failed: {message['error']}")
         except APIError as exc:
-            raise HarnessError(f"docker push {ref} failed: {_short(exc)}") from None
+            raise HarnessError(f"docker {verb} {ref} failed: {exc.message}") from None
 
     # -- containers ---------------------------------------------------------------------------------------
     def _create(self, spec: ContainerSpec) -> str:
-        host_config = self._api.create_host_config(
-            binds={str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts},
-            tmpfs=dict(spec.tmpfs),
-            network_mode="bridge" if spec.network else "none",
-            read_only=spec.read_only_root,
-            cap_drop=["ALL"] if spec.drop_capabilities else None,
-            security_opt=["no-new-privileges"],
-            auto_remove=False,
-        )
-        created = self._api.create_container(
-            image=spec.image,
-            command=list(spec.command),
-            environment=dict(spec.env),
-            working_dir=spec.workdir,
-            user=spec.user or "",
-            hostname=spec.hostname,
-            labels=dict(spec.labels),
-            network_disabled=not spec.network,
-            host_config=host_config,
-            name=spec.name,
-            detach=True,
-            tty=False,
-            stdin_open=False,
-        )
+        host_config = {
+            "Binds": [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts],
+            "Tmpfs": dict(spec.tmpfs),
+            "NetworkMode": "bridge" if spec.network else "none",
+            "ReadonlyRootfs": spec.read_only_root,
+            "CapDrop": ["ALL"] if spec.drop_capabilities else None,
+            "SecurityOpt": ["no-new-privileges"],
+            "AutoRemove": False,
+        }
+        body = {
+            "Image": spec.image,
+            "Cmd": list(spec.command),
+            "Env": [f"{k}={v}" for k, v in spec.env.items()],
+            "WorkingDir": spec.workdir,
+            "User": spec.user or "",
+            "Hostname": spec.hostname,
+            "Labels": dict(spec.labels),
+            "NetworkDisabled": not spec.network,
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "Tty": False,
+            "OpenStdin": False,
+            "HostConfig": host_config,
+        }
+        created = self._api.json("POST", "/containers/create", {"name": spec.name}, body)
         return str(created["Id"])
 
     def run(self, spec: ContainerSpec, sink: OutputSink | None = None, keep: bool = False) -> tuple[int, str]:
@@ -210,25 +210,24 @@ class Engine:
         The container is removed afterwards unless ``keep`` (the caller then calls :meth:`remove`).
         A KeyboardInterrupt kills and removes the container and raises :class:`ContainerInterrupted`.
         """
-        from docker.errors import APIError, ImageNotFound
-
         try:
             container_id = self._create(spec)
-        except ImageNotFound:
-            raise HarnessError(f"image {spec.image} is not present in the Docker engine") from None
         except APIError as exc:
-            raise HarnessError(f"could not create the container: {_short(exc)}") from None
+            if exc.status == 404:
+                raise HarnessError(f"image {spec.image} is not present in the Docker engine") from None
+            raise HarnessError(f"could not create the container: {exc.message}") from None
         try:
-            stream = self._api.attach(container_id, stdout=True, stderr=True, stream=True, logs=True, demux=True)
-            self._api.start(container_id)
-            for out, err in stream:
-                if sink is not None:
-                    if out:
-                        sink("stdout", out)
-                    if err:
-                        sink("stderr", err)
-            status = self._api.wait(container_id)
-            code = int(status.get("StatusCode", 1))
+            # Attach before starting (with the logs so far), so no output is lost however fast the command is.
+            params = {"stream": True, "stdout": True, "stderr": True, "logs": True}
+            attached = self._api.open("POST", path_of("/containers/{}/attach", container_id), params, stream=True)
+            with attached:
+                self._api.json("POST", path_of("/containers/{}/start", container_id))
+                for stream, chunk in demultiplex(attached):
+                    if sink is not None:
+                        sink(stream, chunk)
+            waited = self._api.open("POST", path_of("/containers/{}/wait", container_id), stream=True)
+            with waited:
+                code = int(json.loads(waited.read()).get("StatusCode", 1))
         except KeyboardInterrupt:
             self.remove(container_id)
             raise ContainerInterrupted(
@@ -243,15 +242,13 @@ class Engine:
         return code, container_id
 
     def remove(self, container_id: str) -> None:
-        from docker.errors import APIError, NotFound
-
-        with contextlib.suppress(NotFound, APIError):
-            self._api.remove_container(container_id, force=True)
+        with contextlib.suppress(HarnessError):
+            self._api.json("DELETE", path_of("/containers/{}", container_id), {"force": True})
 
     def export_path(self, container_id: str, path: str, dest: IO[bytes]) -> None:
         """Write ``path`` of a (stopped) container to ``dest`` as the engine's tar stream."""
-        chunks, _stat = self._api.get_archive(container_id, path)
-        for chunk in chunks:
+        response = self._api.open("GET", path_of("/containers/{}/archive", container_id), {"path": path}, stream=True)
+        for chunk in self._api.chunks(response):
             dest.write(chunk)
 
     def read_file(self, container_id: str, path: str) -> bytes:
@@ -267,6 +264,15 @@ class Engine:
             return extracted.read()
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def split_reference(ref: str) -> tuple[str, str]:
+    """(name, tag or digest) of an image reference; "latest" when it has neither, as `docker pull` does (the
+    API would otherwise pull every tag). A registry's port is not a tag: host:5000/repo is (host:5000/repo,
+    latest)."""
+    if "@" in ref:
+        name, _, digest = ref.partition("@")
+        return name, digest
+    head, _, last = ref.rpartition("/")
+    if ":" in last:
+        repo, _, tag = last.partition(":")
+        return f"{head}/{repo}" if head else repo, tag
+    return ref, "latest"

@@ -1,0 +1,129 @@
+"""harness/engine.py over harness/dockerapi.py: the engine's HTTP API against the real Docker engine."""
+
+from __future__ import annotations
+
+import io
+import socket
+import struct
+import threading
+from pathlib import Path
+
+import pytest
+
+from harness.dockerapi import DockerAPI, demultiplex
+from harness.engine import ContainerSpec, Engine, split_reference
+from harness.errors import EngineUnavailable, HarnessError
+from harness.images import Environment
+
+docker = pytest.mark.docker
+
+
+class Trickle(io.RawIOBase):
+    """Hands out a few bytes per read, as a socket may: frames must be reassembled across reads."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.step = data, step
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: bytearray) -> int:  # type: ignore[override]
+        n = min(self.step, len(buf), len(self.data))
+        buf[:n], self.data = self.data[:n], self.data[n:]
+        return n
+
+
+def frame(kind: int, payload: bytes) -> bytes:
+    return struct.pack(">BxxxL", kind, len(payload)) + payload
+
+
+def test_demultiplex_reassembles_frames_split_anywhere() -> None:
+    raw = frame(1, b"out one\n") + frame(2, b"err\n") + frame(1, b"x" * 70_000) + frame(0, b"") + frame(2, b"end")
+    for step in (1, 3, 8, 4096):
+        got = list(demultiplex(Trickle(raw, step)))
+        assert got == [("stdout", b"out one\n"), ("stderr", b"err\n"), ("stdout", b"x" * 70_000), ("stderr", b"end")]
+
+
+def test_image_references_split_like_docker() -> None:
+    assert split_reference("127.0.0.1:5000/base@sha256:" + "a" * 64) == ("127.0.0.1:5000/base", "sha256:" + "a" * 64)
+    assert split_reference("127.0.0.1:5000/base") == ("127.0.0.1:5000/base", "latest")
+    assert split_reference("harness-env:abc") == ("harness-env", "abc")
+
+
+def test_unreachable_or_unsupported_engines_are_explained(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
+    with pytest.raises(EngineUnavailable, match="cannot reach the Docker engine") as missing:
+        Engine.connect()
+    assert missing.value.hint and "docker info" in missing.value.hint
+    # a tcp port where nothing listens
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{port}")
+    with pytest.raises(EngineUnavailable, match="Connection refused"):
+        Engine.connect()
+    monkeypatch.setenv("DOCKER_HOST", "ssh://someone@somewhere")
+    with pytest.raises(EngineUnavailable, match="unix:// and tcp://"):
+        Engine.connect()
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2376")
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    with pytest.raises(EngineUnavailable, match="DOCKER_TLS_VERIFY") as tls:
+        DockerAPI()
+    assert tls.value.hint and "ssh -L" in tls.value.hint
+
+
+def test_a_server_that_is_not_docker_is_an_engine_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "fake.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(1)
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)
+        body = b'{"message":"no daemon"}'
+        conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+    with pytest.raises(EngineUnavailable, match="answered: no daemon"):
+        Engine.connect()
+    server.close()
+
+
+@docker
+def test_streams_exit_code_and_files(tiny_env: Environment, engine: Engine) -> None:
+    script = (
+        "import sys\n"
+        "sys.stdout.write('o' * 200000); sys.stdout.flush()\n"
+        "sys.stderr.write('problem\\n'); sys.stderr.flush()\n"
+        "open('/tmp/x', 'w').write('kept')\n"
+        "sys.exit(3)\n"
+    )
+    got: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+
+    def sink(stream: str, chunk: bytes) -> None:
+        got[stream] += chunk
+
+    spec = ContainerSpec(image=tiny_env.image_ref, command=("python", "-c", script), read_only_root=False)
+    code, container = engine.run(spec, sink, keep=True)
+    try:
+        assert code == 3
+        assert got == {"stdout": b"o" * 200000, "stderr": b"problem\n"}
+        assert engine.read_file(container, "/etc/hostname").strip() == b"harness"
+        with pytest.raises(HarnessError, match="not a file"):
+            engine.read_file(container, "/etc")
+    finally:
+        engine.remove(container)
+    engine.remove(container)  # removing twice is harmless
+
+
+@docker
+def test_missing_image_is_named(engine: Engine) -> None:
+    assert engine.inspect_image("sha256:" + "0" * 64) is None
+    spec = ContainerSpec(image="harness-test-no-such-image:1", command=("true",))
+    with pytest.raises(HarnessError, match="harness-test-no-such-image:1 is not present"):
+        engine.run(spec)
+    engine.remove_image("harness-test-no-such-image:1")  # absent: nothing to do, no error
+    assert engine.version()["engine_version"]
