@@ -1,4 +1,4 @@
-"""The only module that talks to git (through GitPython, imported lazily).
+"""The only module that talks to git (the git command; a few calls per run, about 3 ms each).
 
 Resolves revs, checks whether the project's part of the working tree is dirty, and exports the code of a commit
 as a deterministic tar (keyed by the git tree, so every commit with the same tree shares one archive).
@@ -6,17 +6,20 @@ as a deterministic tar (keyed by the git tree, so every commit with the same tre
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO
 
 from .errors import CodeError
 
 # Files in exported code get this mtime (1980-01-01, the earliest a zip can hold), so the archive depends on the
 # tree alone and not on which commit or when it was exported.
 CODE_MTIME = 315532800
+# git's messages in English whatever the user's locale: some are matched ("ambiguous"), all end up in errors.
+_GIT_ENV = {**os.environ, "LC_ALL": "C", "LANGUAGE": ""}
 
 
 @dataclass(frozen=True)
@@ -42,79 +45,87 @@ class CommitInfo:
 class Repository:
     """A git working tree, seen from the project directory inside it."""
 
-    def __init__(self, repo: Any, project: Path) -> None:
-        self._repo = repo
-        self.root = Path(repo.working_tree_dir).resolve()
+    def __init__(self, root: Path, project: Path) -> None:
+        self.root = root.resolve()
         self.project = project.resolve()
         rel = self.project.relative_to(self.root)
         self.subdir = "" if str(rel) == "." else rel.as_posix()
 
     @classmethod
     def open(cls, project: Path) -> Repository:
-        import git
-
-        try:
-            repo = git.Repo(project, search_parent_directories=True)
-        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-            raise CodeError(
-                f"{project} is not inside a git repository",
-                "harness runs committed code: `git init && git add -A && git commit -m 'first run'`, then run again",
-            ) from None
-        if repo.bare or repo.working_tree_dir is None:
-            raise CodeError(f"{project} is in a bare git repository", "run harness from a working tree")
-        return cls(repo, project)
+        if project.is_dir():
+            found = _run(project, "rev-parse", "--show-toplevel")
+            if found.returncode == 0:
+                return cls(Path(found.stdout.decode().rstrip("\n")), project)
+            bare = _run(project, "rev-parse", "--is-bare-repository")
+            if bare.returncode == 0 and bare.stdout.strip() == b"true":
+                raise CodeError(f"{project} is in a bare git repository", "run harness from a working tree")
+        raise CodeError(
+            f"{project} is not inside a git repository",
+            "harness runs committed code: `git init && git add -A && git commit -m 'first run'`, then run again",
+        )
 
     def _git(self, *args: str) -> str:
-        import git
+        done = _run(self.root, *args)
+        if done.returncode != 0:
+            raise CodeError(f"git {' '.join(args)} failed: {_stderr(done)}")
+        return done.stdout.decode("utf-8", "surrogateescape")
 
-        try:
-            return str(self._repo.git.execute(["git", *args], strip_newline_in_stdout=False))
-        except git.GitCommandError as exc:
-            raise CodeError(f"git {' '.join(args)} failed: {_stderr(exc)}") from None
+    def _maybe(self, *args: str) -> str | None:
+        """The output of a git query that may rightly fail (no HEAD, detached HEAD, no remote), else None."""
+        done = _run(self.root, *args)
+        return done.stdout.decode("utf-8", "replace").strip() if done.returncode == 0 else None
 
     def resolve(self, rev: str) -> CommitInfo:
-        import git
-
         if not rev or rev.startswith("-"):
             raise CodeError(f"not a revision: {rev!r}", "give a commit, branch or tag, e.g. --commit HEAD")
-        try:
-            sha = self._repo.git.rev_parse("--verify", "--end-of-options", f"{rev}^{{commit}}").strip()
-        except git.GitCommandError as exc:
-            detail = _stderr(exc)
+        found = _run(self.root, "rev-parse", "--verify", "--end-of-options", f"{rev}^{{commit}}")
+        if found.returncode != 0:
+            detail = _stderr(found)
             if "ambiguous" in detail:
                 raise CodeError(
                     f"revision {rev!r} is ambiguous: {detail}",
                     "give more characters of the commit id, or a full branch/tag name",
-                ) from None
-            if not self._repo.head.is_valid():
+                )
+            if self._maybe("rev-parse", "--verify", "-q", "HEAD") is None:
                 raise CodeError(
                     "the repository has no commits yet",
                     "commit your project first: `git add -A && git commit -m 'first run'`",
-                ) from None
+                )
             raise CodeError(
                 f"unknown revision {rev!r} in {self.root}",
                 "check it with `git log --oneline`; any rev git understands works (HEAD~1, a tag, a commit id)",
-            ) from None
-        commit = self._repo.commit(sha)
-        tree = commit.tree if not self.subdir else _subtree(commit.tree, self.subdir, sha)
-        head_sha = self._repo.head.commit.hexsha if self._repo.head.is_valid() else None
-        branch = None
-        if not self._repo.head.is_detached and head_sha == sha:
-            branch = self._repo.active_branch.name
-        remote = None
-        try:
-            remote = next(iter(self._repo.remotes)).url if self._repo.remotes else None
-        except Exception:  # a broken remote config must not stop a run
-            remote = None
+            )
+        sha = found.stdout.decode().strip()
+        root_tree, committed, message = self._git("show", "-s", "--format=%T%x00%ct%x00%B", sha).split("\0", 2)
+        tree = self._subtree(sha) if self.subdir else root_tree
+        head_sha = self._maybe("rev-parse", "--verify", "-q", "HEAD")
+        branch = self._maybe("symbolic-ref", "-q", "--short", "HEAD") if head_sha == sha else None
         return CommitInfo(
             commit=sha,
-            tree=tree.hexsha,
-            time=int(commit.committed_date),
+            tree=tree,
+            time=int(committed),
             branch=branch,
-            remote=remote,
-            subject=commit.summary if isinstance(commit.summary, str) else commit.summary.decode(),
+            remote=self._first_remote(),
+            subject=message.split("\n", 1)[0],
             is_head=head_sha == sha,
         )
+
+    def _subtree(self, sha: str) -> str:
+        # "<mode> tree <id>\t<path>" when the commit has the directory; nothing when it has not
+        listed = (self._maybe("ls-tree", "-d", "--full-tree", sha, "--", self.subdir) or "").split()
+        tree = listed[2] if len(listed) >= 3 and listed[1] == "tree" else None
+        if tree is None:
+            raise CodeError(
+                f"commit {sha[:12]} has no directory {self.subdir}/ (the project is not committed there yet)",
+                f"commit the project: `git add {self.subdir} && git commit`",
+            )
+        return tree
+
+    def _first_remote(self) -> str | None:
+        """The URL of the first remote in the config, for the record; None without one."""
+        urls = self._maybe("config", "--get-regexp", r"^remote\..*\.url$")
+        return urls.splitlines()[0].split(" ", 1)[-1] if urls else None
 
     def changes(self, exclude: list[Path] | None = None) -> list[Change]:
         """Uncommitted changes in the project directory: tracked edits and untracked files git does not ignore."""
@@ -156,13 +167,9 @@ class Repository:
 
     def read_file(self, commit: str, path: str) -> str | None:
         """A file of the project directory as committed, or None if the commit does not have it."""
-        import git
-
         full = f"{self.subdir}/{path}" if self.subdir else path
-        try:
-            return str(self._repo.git.show(f"{commit}:{full}", strip_newline_in_stdout=False))
-        except git.GitCommandError:
-            return None
+        done = _run(self.root, "cat-file", "blob", f"{commit}:{full}")
+        return done.stdout.decode("utf-8", "replace") if done.returncode == 0 else None
 
     def export_tree(self, tree: str, dest: IO[bytes]) -> None:
         """Write the tree as a tar: git's own archive of a tree, with a fixed mtime (no commit id, no time)."""
@@ -189,19 +196,13 @@ def extract_code(archive: Path, dest: Path) -> int:
     return count
 
 
-def _subtree(tree: Any, subdir: str, sha: str) -> Any:
+def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     try:
-        return tree / subdir
-    except KeyError:
-        raise CodeError(
-            f"commit {sha[:12]} has no directory {subdir}/ (the project is not committed there yet)",
-            f"commit the project: `git add {subdir} && git commit`",
-        ) from None
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, env=_GIT_ENV, check=False)
+    except FileNotFoundError:
+        raise CodeError("git is not installed", "install git (`apt-get install git`) and run again") from None
 
 
-def _stderr(exc: Any) -> str:
-    text = getattr(exc, "stderr", "") or str(exc)
-    text = str(text).strip().strip("'").strip()
-    if text.startswith("stderr:"):
-        text = text[len("stderr:") :].strip().strip("'").strip()
-    return " ".join(text.split())
+def _stderr(done: subprocess.CompletedProcess[bytes]) -> str:
+    text = done.stderr.decode("utf-8", "replace").strip()
+    return " ".join(text.split()) or f"exit code {done.returncode}"

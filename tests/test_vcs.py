@@ -31,6 +31,30 @@ def test_resolve_head_and_unknown_rev(tmp_path: Path) -> None:
         repo.resolve("--all")
 
 
+def test_commit_facts_for_the_record(tmp_path: Path) -> None:
+    first = make_repo(tmp_path, {"a.py": "1\n"})
+    (tmp_path / "a.py").write_text("2\n")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@e.invalid", "commit", "-q", "-m", "Tune lr\nwrapped\n\nbody")
+    git(tmp_path, "remote", "add", "origin", "https://example.invalid/team/proj.git")
+    git(tmp_path, "remote", "add", "backup", "/srv/backup.git")
+    repo = Repository.open(tmp_path)
+    head = repo.resolve("HEAD")
+    assert head.subject == "Tune lr" and head.remote == "https://example.invalid/team/proj.git"
+    assert head.time == int(git(tmp_path, "log", "-1", "--format=%ct").strip())
+    assert head.tree == git(tmp_path, "rev-parse", "HEAD^{tree}").strip()
+    older = repo.resolve("HEAD~1")
+    assert older.commit == first and not older.is_head and older.branch is None
+    git(tmp_path, "checkout", "-q", "--detach", "HEAD")
+    assert Repository.open(tmp_path).resolve("HEAD").branch is None
+
+
+def test_bare_repository_is_refused(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q", "--bare")
+    with pytest.raises(CodeError, match="bare git repository"):
+        Repository.open(tmp_path)
+
+
 def test_ambiguous_short_id_is_reported(tmp_path: Path) -> None:
     make_repo(tmp_path, {"a.py": "x\n"})
     # 1,500 commits in one fast-import stream: some two of them always share a 4-digit prefix.
