@@ -145,7 +145,7 @@ def _runtime_differences(old: dict[str, Any], new: dict[str, Any]) -> list[dict[
     new_env = {k: v for k, v in (new.get("env") or {}).items() if keep(k)}
     for key, a, b in _dict_differences(old_env, new_env):
         out.append({"key": f"env.{key}", "old": a, "new": b})
-    for key in ("network", "read_only_root", "cap_drop", "hostname", "workdir", "threads", "tmpfs"):
+    for key in ("network", "read_only_root", "cap_drop", "hostname", "workdir", "threads", "tmpfs", "params_helper"):
         if old.get(key) != new.get(key):
             out.append({"key": key, "old": old.get(key), "new": new.get(key)})
     return out

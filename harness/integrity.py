@@ -90,6 +90,7 @@ class _Uses:
             except (HarnessError, ValueError, KeyError, TypeError, AttributeError):
                 pass  # a damaged or missing patch manifest is reported as itself
         self.add((record.get("environment") or {}).get("lock_object"), f"lock of run {rid}")
+        self.add((record.get("runtime") or {}).get("params_helper"), f"params helper module of run {rid}")
         outputs = record.get("outputs") or {}
         self.add(outputs.get("manifest"), f"outputs manifest of run {rid}")
         for path, sha in (outputs.get("files") or {}).items():

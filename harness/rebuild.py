@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import codebase, images, oci, snapshot
+from . import codebase, images, oci, snapshot, tracking
 from .compare import InputComparison, OutputComparison, compare_inputs, compare_outputs
 from .engine import Engine
 from .errors import EnvironmentBuildError, HarnessError, NotFound, StoreCorruption
@@ -84,6 +84,7 @@ def rebuild(project_dir: Path, ref: str, reporter: Reporter, engine: Engine | No
         patch=patch,
         data=data,
         image_id=original["environment"]["image_id"],
+        helper=_helper(runtime, store),
     )
     result = execute(inputs, record, engine, reporter)
     return RebuildResult(
@@ -228,6 +229,15 @@ def _recipe(base: dict[str, Any]) -> images.Recipe:
         pinned=base.get("pinned"),
         pinned_layers=tuple(base.get("diff_ids", ())),
     )
+
+
+def _helper(runtime: dict[str, Any], store: Store) -> str:
+    """The params helper the original run mounted; records from before it was recorded get today's."""
+    recorded = runtime.get("params_helper")
+    if not recorded:
+        return store.put_file(tracking.HELPER)[0]
+    _require(store, recorded, "the params helper module (harness_params) of the run")
+    return str(recorded)
 
 
 def _require(store: Store, digest: str, what: str) -> None:

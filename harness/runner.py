@@ -155,6 +155,7 @@ class Inputs:
     patch: str | None  # dirty-run patch manifest object
     data: snapshot.Snapshot
     image_id: str
+    helper: str  # the params helper module's object: what `import harness_params` ran
 
 
 def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -> RunResult:
@@ -194,6 +195,7 @@ def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -
         patch=patch.manifest if patch else None,
         data=data,
         image_id=environment.image_id,
+        helper=store.put_file(tracking.HELPER)[0],
     )
     return execute(inputs, record, engine, reporter)
 
@@ -316,7 +318,9 @@ def _prepare(inputs: Inputs, paths: RunPaths, work: Path, store: Store) -> Conta
     if user == NOBODY:
         os.chmod(paths.outputs, 0o777)  # the container's unprivileged user writes here
     mounts.append(Mount(paths.outputs, "/outputs", read_only=False))
-    helper_mounts, helper_env = tracking.helper_mounts(work / "harness", work / "state", shared=user == NOBODY)
+    helper_mounts, helper_env = tracking.helper_mounts(
+        store.require(inputs.helper), work / "harness", work / "state", shared=user == NOBODY
+    )
     mounts += helper_mounts
     uid_gid = user or f"{os.getuid()}:{os.getgid()}"
     threads = str(inputs.threads)
@@ -366,6 +370,7 @@ def _runtime(spec: ContainerSpec, inputs: Inputs) -> dict[str, Any]:
         "mounts": [{"target": m["target"], "read_only": m["read_only"]} for m in described["mounts"]],
         "env": described["env"],
         "threads": inputs.threads,
+        "params_helper": inputs.helper,
     }
 
 

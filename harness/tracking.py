@@ -29,12 +29,14 @@ READ_FILE = "params_read.json"
 STEP_KEYS = ("step",)  # the index of a step, not a metric
 
 
-def helper_mounts(harness_dir: Path, state_dir: Path, shared: bool) -> tuple[list[Mount], dict[str, str]]:
-    """Put the helper into ``harness_dir`` (mounted read-only at /harness) and make ``state_dir`` the writable
-    /harness/state; ``shared`` when the container runs as another user than harness (it must write there)."""
+def helper_mounts(helper: Path, harness_dir: Path, state_dir: Path, shared: bool) -> tuple[list[Mount], dict[str, str]]:
+    """Put the helper module (``helper``: its store object, recorded as ``runtime.params_helper`` so that a
+    rebuild runs the same helper even under a newer harness) into ``harness_dir`` (mounted read-only at
+    /harness) and make ``state_dir`` the writable /harness/state; ``shared`` when the container runs as another
+    user than harness (it must write there)."""
     lib = harness_dir / "lib"
     lib.mkdir()
-    shutil.copyfile(HELPER, lib / HELPER.name)
+    shutil.copyfile(helper, lib / HELPER.name)
     os.chmod(lib / HELPER.name, 0o644)
     os.chmod(lib, 0o755)
     (harness_dir / "state").mkdir(mode=0o755)  # the mount point inside the read-only /harness

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -68,3 +69,36 @@ def test_code_that_reads_params_itself_gets_no_verdict(probe_project: Path) -> N
     record = _record(probe_project, result)
     assert record["params_read"] is None and record["params_unread"] is None
     assert record["metrics"] == {"total": 10, "nested": {"n": 4}} and "metrics_steps" not in record
+
+
+def test_a_rebuild_runs_the_helper_the_run_recorded(probe_project: Path) -> None:
+    """The helper is code the run executed: it is stored and recorded, and a rebuild mounts that version even
+    when this harness ships another (here: the record names an older helper, as a record of an older harness
+    would)."""
+    (probe_project / "tracked.py").write_text(TRACKED)
+    commit_all(probe_project, "tracked entry point")
+    result = harness(probe_project, "run", "--", "python", "tracked.py")
+    assert result.returncode == 0, result.stderr
+    record = _record(probe_project, result)
+    helper = record["runtime"]["params_helper"]
+    objects = probe_project / ".harness" / "objects"
+    current = (objects / helper[:2] / helper[2:]).read_bytes()
+    assert b"def load" in current
+
+    older = current + b"\nprint('the older helper')\n"
+    digest = hashlib.sha256(older).hexdigest()
+    (objects / digest[:2]).mkdir(exist_ok=True)
+    (objects / digest[:2] / digest[2:]).write_bytes(older)
+    path = probe_project / ".harness" / "runs" / record["id"] / "record.json"
+    saved = json.loads(path.read_text())
+    saved["runtime"]["params_helper"] = digest
+    path.write_text(json.dumps(saved))
+
+    rebuilt = harness(probe_project, "rebuild", record["id"])
+    assert "the older helper" in rebuilt.stdout + rebuilt.stderr
+    assert rebuilt.returncode == 0, rebuilt.stderr  # same outputs: the helper does not change them
+
+    (objects / digest[:2] / digest[2:]).write_bytes(older + b"# tampered\n")
+    refused = harness(probe_project, "rebuild", record["id"])
+    assert refused.returncode == 107
+    assert "the params helper module (harness_params) of the run was tampered with" in refused.stderr
