@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import compile_harness  # bench/ is on sys.path when a script in it runs
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
@@ -123,6 +125,7 @@ def rmi(ref: str) -> None:
 
 
 def main() -> None:
+    compile_harness()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=3, help="cold builds of each kind (interleaved)")
     parser.add_argument("--warm", type=int, default=20, help="warm ensure_environment calls")

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import compile_harness  # bench/ is on sys.path when a script in it runs
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
@@ -51,6 +53,7 @@ def timed(argv: list[str], cwd: Path) -> float:
 
 
 def main() -> None:
+    compile_harness()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=15)
     parser.add_argument("--project", type=Path, default=None)

@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from common import compile_harness  # bench/ is on sys.path when a script in it runs
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 VENV = HERE / "out" / "venv"
@@ -198,6 +200,7 @@ def verdict(ok: bool) -> str:
 
 
 def main() -> None:
+    compile_harness()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--big-mb", type=int, default=1000)
