@@ -188,13 +188,14 @@ def init(args: argparse.Namespace) -> None:
 def lock(args: argparse.Namespace) -> None:
     """Pin the requirements by hash for the image's Python and platform.
 
-    Resolves the configured requirements file into the lock (wheels only, for the base recipe's Python and
-    platform, not the host's) and says what changed against the old lock. Commit the lock: a run whose lock
-    is older than its requirements is refused.
+    Resolves the configured requirements file into the lock (wheels only) for the base's Python and platform,
+    not the host's: a recipe's, or what a digest-pinned image's own python3 reports (the first lock pulls and
+    archives that image, which needs Docker once). Says what changed against the old lock. Commit the lock: a
+    run whose lock is older than its requirements is refused.
     """
     from .locking import lock_project
 
-    outcome = lock_project(args.project.resolve())
+    outcome = lock_project(args.project.resolve(), TerminalReporter(args.as_json).progress)
     if args.as_json:
         print_json(outcome)
         return

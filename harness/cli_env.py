@@ -146,13 +146,16 @@ def build_env(args: argparse.Namespace) -> None:
 def verify_env(args: argparse.Namespace) -> int:
     """Rebuild the project's environment from scratch; check it is bit for bit the recorded one.
 
-    The rebuild uses a fresh temporary cache: the base is bootstrapped again
-    and every wheel downloaded again; nothing is reused.
+    The rebuild uses a fresh temporary cache and reuses nothing: every wheel is
+    downloaded again; a recipe base is bootstrapped again with mmdebstrap; a
+    digest-pinned base is pulled again by digest or, when its registry cannot
+    be reached, its stored layers are re-hashed against the digests recorded
+    at first pull (the report says which).
     Compared with the record: the image id (config digest), the manifest
     digest and each layer's diff id; the recorded layers in the cache are
     re-hashed too. On a difference it names the layer and its first differing
     files (name, size, mode, sha256) and exits 104; on a match it exits 0.
-    It takes as long as a cold build (mmdebstrap ~20 s plus the install).
+    It takes as long as a cold build (mmdebstrap ~20 s, or the pull, plus the install).
     Nothing recorded is changed either way.
 
     Example: harness env build && harness env verify --json
@@ -170,13 +173,14 @@ def verify_env(args: argparse.Namespace) -> int:
 
 def _render_verify(report: dict[str, Any]) -> str:
     recorded, rebuilt = report["recorded"], report["rebuilt"]
+    base = f"  base      {report['base']['detail']}"
     if report["ok"]:
         return (
             f"verified: the rebuild of {report['key'][:16]} is the recorded image\n"
-            f"  image id  {recorded['image_id']}\n  manifest  {recorded['manifest_digest']}\n"
+            f"  image id  {recorded['image_id']}\n  manifest  {recorded['manifest_digest']}\n{base}\n"
             + "\n".join(f"  {layer['role']:10} {layer['recorded']}" for layer in report["layers"])
         )
-    lines = [f"MISMATCH: the rebuild of {report['key'][:16]} differs from the record"]
+    lines = [f"MISMATCH: the rebuild of {report['key'][:16]} differs from the record", base]
     for name in ("image_id", "manifest_digest"):
         same = "same" if recorded[name] == rebuilt[name] else f"rebuilt {rebuilt[name]}"
         lines.append(f"  {name:16} recorded {recorded[name]}  {same}")
@@ -194,9 +198,10 @@ def _render_verify(report: dict[str, Any]) -> str:
         if layer["note"]:
             lines.append(f"      {layer['note']}")
     lines.append(
-        "hint: the recorded image and its layers were kept. A moving Debian mirror changes the base (pin "
-        "`mirror` to a snapshot in the recipe); an altered layer in the cache is rebuilt after you remove "
-        "the environment's record (HARNESS_CACHE/images/<key>.json)"
+        "hint: the recorded image and its layers were kept. A moving Debian mirror changes a recipe base (pin "
+        "`mirror` to a snapshot in the recipe). An altered base layer is named above with how to repair it; an "
+        "altered library layer is rebuilt after you remove the environment's record "
+        f"(HARNESS_CACHE/images/{report['key']}.json)"
     )
     return "\n".join(lines)
 

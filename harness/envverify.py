@@ -5,6 +5,13 @@ the base is bootstrapped with mmdebstrap again and every wheel is downloaded aga
 own tag (``harness-verify:<key>``) so a differing rebuild never moves the tag that runs use; tags the rebuild moved
 are put back and the temporary cache is removed afterwards.
 
+A digest-pinned base (pinnedbase.py) is not built but defined by its digest, so it is fetched, not rebuilt: pulled
+again by digest (docker checks the registry's manifest against the digest, and that manifest fixes the config and
+every diff id) and archived into the clean cache as on first use. When the registry cannot serve it, the stored
+copy stands in, each of its objects re-hashed against the digests recorded when it was pulled; the report then
+says that the base was checked, not fetched again. An altered stored object with no registry to fetch a good copy
+from leaves nothing to rebuild on, and is an error that names it. The library layer is rebuilt on the base either way.
+
 Compared: the config digest (image id), the manifest digest, and each layer's diff id; and each recorded layer's
 stored object is re-hashed, so a layer altered in the cache is caught even when the rebuild matches its record.
 For a layer that differs, the two tars are compared member by member (name, type, size, mode, link target,
@@ -22,15 +29,15 @@ from typing import Any
 
 from .digests import CHUNK
 from .engine import Engine
-from .envcatalog import project_environment
-from .errors import NotFound
-from .images import Environment, Progress, read_record
+from .envcatalog import ProjectEnvironment, project_environment
+from .errors import EnvironmentBuildError, HarnessError, NotFound
+from .images import Environment, Progress, Recipe, check_lock_matches, environment_key, read_record
 from .paths import Layout
+from .pinnedbase import PinnedBase
 from .store import Store
 
 VERIFY_REPOSITORY = "harness-verify"
 MAX_FILES = 10
-ROLES = ("base", "libraries")
 
 
 @dataclass(frozen=True)
@@ -80,10 +87,24 @@ class LayerCheck:
 
 
 @dataclass(frozen=True)
+class BaseCheck:
+    """Where the rebuild's base came from, and so what a match proves about it."""
+
+    kind: str  # "recipe": bootstrapped by mmdebstrap | "pinned": a digest-pinned registry image
+    source: str  # "mmdebstrap" | "registry": pulled again | "cache": the stored copy, re-hashed, not re-fetched
+    detail: str  # for people: what was verified and how
+    repair: str  # what to do about an altered stored base layer
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "source": self.source, "detail": self.detail}
+
+
+@dataclass(frozen=True)
 class VerifyReport:
     key: str
     recorded: dict[str, str]  # image_id, manifest_digest
     rebuilt: dict[str, str]
+    base: BaseCheck
     layers: tuple[LayerCheck, ...] = field(default_factory=tuple)
 
     @property
@@ -94,6 +115,7 @@ class VerifyReport:
         return {
             "ok": self.ok,
             "key": self.key,
+            "base": self.base.to_dict(),
             "recorded": dict(self.recorded),
             "rebuilt": dict(self.rebuilt),
             "layers": [layer.to_dict() for layer in self.layers],
@@ -107,57 +129,167 @@ def verify_project(project_dir: Path, engine: Engine, progress: Progress | None 
 
     say = progress or (lambda _message: None)
     project = project_environment(project_dir)
-    layout, key = project.layout, project.key
-    recorded = read_record(project.record_path)
+    layout = project.layout
+    recipe, pinned = _recorded_base(project)
+    key = environment_key(recipe, project.lock)
+    recorded = read_record(layout.images / f"{key}.json")
     if recorded is None:
         raise NotFound(
             f"no environment is recorded for this project's recipe and lock (key {key[:16]}) in {layout.images}",
             "build it first with `harness env build`, then verify it",
         )
-    base_ref = f"{BASE_REPOSITORY}:{base_key(project.recipe)[:16]}"
+    base_ref = pinned.image_ref if pinned else f"{BASE_REPOSITORY}:{base_key(recipe)[:16]}"
     base_before = _image_id(engine, base_ref)
     ref = f"{VERIFY_REPOSITORY}:{key[:16]}"
     tmp_root = layout.cache / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=tmp_root, prefix="verify-") as tmp:
         clean = Layout(project=layout.project, store=layout.store, cache=Path(tmp))
-        clean_store = Store(clean.cache_objects)
-        say(f"rebuilding environment {key[:16]} in a clean cache ({tmp}): base, wheels and layers from scratch")
+        recorded_store, clean_store = Store(layout.cache_objects), Store(clean.cache_objects)
         try:
-            rebuilt = build_environment(project.recipe, project.lock, key, ref, clean, engine, clean_store, say)
+            if pinned is None:
+                base = _recipe_check(recipe, layout, key)
+            else:
+                base = _stage_pinned(str(recipe.pinned), pinned, key, layout, clean, engine, say)
+            what = "base, wheels and layers" if pinned is None else "wheels and the library layer"
+            say(f"rebuilding environment {key[:16]} in a clean cache ({tmp}): {what} from scratch")
+            rebuilt = build_environment(recipe, project.lock, key, ref, clean, engine, clean_store, say)
             say("comparing digests and layers with the record")
-            return compare(recorded, rebuilt, Store(layout.cache_objects), clean_store)
+            return compare(recorded, rebuilt, recorded_store, clean_store, base)
         finally:
             engine.remove_image(ref)  # only the tag when the rebuild is the recorded image
             _restore_tag(engine, base_ref, base_before)
 
 
-def compare(recorded: Environment, rebuilt: Environment, recorded_store: Store, rebuilt_store: Store) -> VerifyReport:
+def _recorded_base(project: ProjectEnvironment) -> tuple[Recipe, PinnedBase | None]:
+    """The project's recipe; for a pinned base, resolved from its archive record (nothing is pulled here)."""
+    if project.recipe.pinned is None:
+        return project.recipe, None
+    from .pinnedbase import read_archived, record_path, resolved_recipe
+
+    ref = project.recipe.pinned
+    pinned = read_archived(ref, project.layout)
+    if pinned is None:
+        raise NotFound(
+            f"base {ref} is not archived in {project.layout.images} (no {record_path(ref, project.layout).name}), "
+            "so no environment on it is recorded there",
+            "build it first with `harness env build` (it pulls and archives the base), then verify it",
+        )
+    recipe = resolved_recipe(project.recipe, pinned)
+    check_lock_matches(recipe, project.lock)
+    return recipe, pinned
+
+
+def _recipe_check(recipe: Recipe, layout: Layout, key: str) -> BaseCheck:
+    from .envbuild import base_key
+
+    records = f"{layout.images / f'base-{base_key(recipe)}.json'} and {layout.images / f'{key}.json'}"
+    return BaseCheck(
+        kind="recipe",
+        source="mmdebstrap",
+        detail=f"recipe {recipe.name!r} bootstrapped again with mmdebstrap in a clean cache",
+        repair=f"remove {records}; the next `harness env build` bootstraps the base again and builds on it",
+    )
+
+
+def _stage_pinned(
+    ref: str, pinned: PinnedBase, key: str, layout: Layout, clean: Layout, engine: Engine, say: Progress
+) -> BaseCheck:
+    """Put the pinned base into the clean cache: pulled again if its registry serves it, else the stored copy."""
+    from .pinnedbase import archive_again, record_path
+
+    repair = (
+        f"remove {record_path(ref, layout)}; the next `harness env build` archives the base again (from the "
+        "engine or its registry) and replaces the altered object"
+    )
+    say(f"pulling base image {ref} again from its registry")
+    try:
+        engine.pull_image(ref)
+    except HarnessError as exc:
+        say(f"{exc.message}; checking the stored base against its recorded digests instead (not fetching it again)")
+        detail = _stand_in(ref, pinned, key, layout, clean, exc.message, repair)
+        source = "cache"
+    else:
+        archive_again(ref, clean, engine, Store(clean.cache_objects), say)
+        detail = (
+            f"{ref} pulled again by digest (docker checked the registry's manifest against the digest) and archived "
+            "in a clean cache; the library layer was rebuilt on the pulled layers"
+        )
+        source = "registry"
+    say(f"base: {detail}")
+    return BaseCheck("pinned", source, detail, repair)
+
+
+def _stand_in(ref: str, pinned: PinnedBase, key: str, layout: Layout, clean: Layout, reason: str, repair: str) -> str:
+    """The stored copy of the base, each object re-hashed, into the clean cache; what that checked, in words."""
+    from .pinnedbase import write_archived
+
+    bad = _copy_checked(pinned, Store(layout.cache_objects), Store(clean.cache_objects))
+    if bad:
+        raise EnvironmentBuildError(
+            f"cannot verify environment {key[:16]}: its base {ref} could not be pulled again ({reason}), and the "
+            f"stored copy cannot stand in for it: {'; '.join(bad)}. Nothing was rebuilt or changed",
+            hint="make the registry reachable and verify again: the stored layers are then compared with a fresh "
+            f"pull and the altered files named. To repair the cache, {repair}",
+        )
+    write_archived(pinned, clean)
+    return (
+        f"the registry could not serve {ref} ({reason}), so the base was not fetched again: its stored config and "
+        "layers were checked against the digests recorded when it was first pulled and copied into a clean cache, "
+        f"and the library layer was rebuilt on them; that the registry still serves {pinned.digest} as this "
+        "image was not checked"
+    )
+
+
+def _copy_checked(pinned: PinnedBase, source: Store, target: Store) -> list[str]:
+    """Copy the stored objects of ``pinned`` into ``target``, each re-hashed on the way; names the bad ones."""
+    named = [("config", pinned.parts.config_digest), ("manifest", pinned.parts.manifest_digest)]
+    named += [(f"layer {i} (diff id sha256:{x.digest})", x.digest) for i, x in enumerate(pinned.layers)]
+    bad = []
+    for name, digest in named:
+        path = source.path(digest)
+        try:
+            with open(path, "rb") as fh:
+                got, _size = target.put_stream(fh)
+        except FileNotFoundError:
+            bad.append(f"{name} is missing from the cache ({path})")
+            continue
+        if got != digest:
+            bad.append(f"{name} no longer hashes to its digest: it was altered in the cache ({path})")
+    return bad
+
+
+def compare(
+    recorded: Environment, rebuilt: Environment, recorded_store: Store, rebuilt_store: Store, base: BaseCheck
+) -> VerifyReport:
     checks = []
-    count = max(len(recorded.layers), len(rebuilt.layers))
     for i in range(len(recorded.layers)):
-        role = ROLES[i] if count == len(ROLES) else f"layer {i}"
+        # Every layer below the last is the base's: one for a recipe, the image's own for a pinned base.
+        role = "libraries" if i == len(recorded.layers) - 1 else "base"
         want = recorded.layers[i]
         got = rebuilt.layers[i] if i < len(rebuilt.layers) else None
         digest = want.removeprefix("sha256:")
         stored = "missing" if not recorded_store.has(digest) else "ok" if recorded_store.verify(digest) else "corrupt"
         differences: tuple[FileDifference, ...] = ()
-        note = ""
+        notes = []
         if (got != want or stored != "ok") and got is not None:
             if stored == "missing":
-                note = "the recorded layer is not in the cache, so its files cannot be compared"
+                notes.append("the recorded layer is not in the cache, so its files cannot be compared")
             else:
                 try:
                     differences = diff_layers(recorded_store.path(digest), rebuilt_store.path(got.split(":")[-1]))
                 except tarfile.TarError as exc:
-                    note = f"the recorded layer is not a readable tar ({exc})"
-                if not differences and not note:
-                    note = "same files, names, modes and contents: the tars differ only in their encoding"
-        checks.append(LayerCheck(i, role, want, got, stored, differences, note))
+                    notes.append(f"the recorded layer is not a readable tar ({exc})")
+                if not differences and not notes:
+                    notes.append("same files, names, modes and contents: the tars differ only in their encoding")
+        if stored != "ok" and role == "base":
+            notes.append(f"to repair: {base.repair}")
+        checks.append(LayerCheck(i, role, want, got, stored, differences, "; ".join(notes)))
     return VerifyReport(
         key=recorded.key,
         recorded={"image_id": recorded.image_id, "manifest_digest": recorded.manifest_digest},
         rebuilt={"image_id": rebuilt.image_id, "manifest_digest": rebuilt.manifest_digest},
+        base=base,
         layers=tuple(checks),
     )
 

@@ -7,10 +7,13 @@ from typing import Any
 
 from . import images, lockfile
 from .config import load_config
-from .errors import ConfigError
+from .errors import ConfigError, EngineUnavailable
+from .images import Progress, Recipe
 
 
-def lock_project(project_dir: Path) -> dict[str, Any]:
+def lock_project(project_dir: Path, progress: Progress | None = None) -> dict[str, Any]:
+    """Resolve the requirements for the base's Python and platform and write the lock; ``progress`` hears about
+    the one slow step there can be, pulling and archiving a digest-pinned base on its first use."""
     config = load_config(project_dir)
     if not config.requirements:
         raise ConfigError(
@@ -20,12 +23,7 @@ def lock_project(project_dir: Path) -> dict[str, Any]:
     requirements = lockfile.read_requirements(config.root / config.requirements)
     recipe = images.load_recipe(config.base, config.root)
     if recipe.pinned is not None:
-        # A registry image's Python and platform are known only from the image itself (archived on first use).
-        from .engine import Engine
-        from .paths import Layout
-        from .pinnedbase import resolve
-
-        recipe = resolve(recipe, Layout.for_project(config.root), Engine.connect(), lambda _message: None)
+        recipe = _resolve_pinned(recipe, config.root, progress or (lambda _message: None))
     lock_path = config.root / config.lock
     old = lockfile.read_lock(lock_path) if lock_path.is_file() else None
     new = lockfile.resolve(requirements, recipe.python, recipe.platform)
@@ -39,6 +37,29 @@ def lock_project(project_dir: Path) -> dict[str, Any]:
         "packages": [p.to_dict() for p in new.packages],
         "changes": changes,
     }
+
+
+def _resolve_pinned(recipe: Recipe, root: Path, say: Progress) -> Recipe:
+    """A registry image's Python and platform are known only from the image itself: read from its archive record,
+    or, on first use, pulled, archived and asked (which needs the engine, and the registry, once)."""
+    from .engine import Engine
+    from .paths import Layout
+    from .pinnedbase import resolve, resolve_archived
+
+    layout = Layout.for_project(root)
+    resolved = resolve_archived(recipe, layout)
+    if resolved is not None:
+        return resolved
+    try:
+        engine = Engine.connect()
+    except EngineUnavailable as exc:
+        raise EngineUnavailable(
+            f"{exc.message}; `harness lock` needs it once for base {recipe.pinned}: the image's own python3 is asked "
+            f"for its version and platform, and the image is archived in {layout.cache} so later locks need no "
+            "engine; the lock was not changed",
+            exc.hint,
+        ) from None
+    return resolve(recipe, layout, engine, say)
 
 
 def check_lock_current(lock: lockfile.Lock, requirements_text: str | None, requirements_name: str | None) -> None:

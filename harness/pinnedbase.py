@@ -151,6 +151,16 @@ def key_inputs(recipe: Recipe) -> dict[str, Any]:
 def resolve(recipe: Recipe, layout: Layout, engine: Engine, say: Progress) -> Recipe:
     """The recipe with what the image says about itself; archives the image on first use."""
     base = ensure_archived(str(recipe.pinned), layout, engine, Store(layout.cache_objects), say)
+    return resolved_recipe(recipe, base)
+
+
+def resolve_archived(recipe: Recipe, layout: Layout) -> Recipe | None:
+    """The resolved recipe from the archive alone (no engine, no registry); None if the base is not archived."""
+    base = _read(record_path(str(recipe.pinned), layout), Store(layout.cache_objects))
+    return None if base is None else resolved_recipe(recipe, base)
+
+
+def resolved_recipe(recipe: Recipe, base: PinnedBase) -> Recipe:
     return dataclasses.replace(
         recipe,
         python=base.python,
@@ -171,31 +181,61 @@ def ensure_loaded(recipe: Recipe, layout: Layout, engine: Engine, store: Store, 
 
 
 def ensure_archived(ref: str, layout: Layout, engine: Engine, store: Store, say: Progress) -> PinnedBase:
-    match = _PINNED_RE.match(ref)
-    assert match is not None, ref
-    record_path = layout.images / f"pinned-{match['digest']}.json"
-    base = _read(record_path, store)
+    path = record_path(ref, layout)
+    base = _read(path, store)
     if base is not None:
         return base
-    with file_lock(layout.locks / f"pinned-{match['digest']}.lock", say):
-        base = _read(record_path, store)  # another process may have archived it while we waited
+    with file_lock(layout.locks / path.with_suffix(".lock").name, say):
+        base = _read(path, store)  # another process may have archived it while we waited
         if base is None:
-            base = _archive(ref, "sha256:" + match["digest"], layout, engine, store, say)
-            write_json_atomic(record_path, base.to_dict())
+            base = _archive(ref, _digest(ref), layout, engine, store, say)
+            write_json_atomic(path, base.to_dict())
         return base
+
+
+def archive_again(ref: str, layout: Layout, engine: Engine, store: Store, say: Progress) -> PinnedBase:
+    """Archive ``ref`` in ``layout``'s cache as on first use, whatever is archived there (`harness env verify`
+    calls it on a clean cache, right after pulling ``ref`` again)."""
+    base = _archive(ref, _digest(ref), layout, engine, store, say)
+    write_archived(base, layout)
+    return base
+
+
+def record_path(ref: str, layout: Layout) -> Path:
+    return layout.images / f"pinned-{_digest(ref).removeprefix('sha256:')}.json"
+
+
+def read_archived(ref: str, layout: Layout) -> PinnedBase | None:
+    """The archive record of ``ref`` as written, its objects not checked; None if absent or unreadable."""
+    return _load(record_path(ref, layout))
+
+
+def write_archived(base: PinnedBase, layout: Layout) -> None:
+    write_json_atomic(record_path(base.ref, layout), base.to_dict())
+
+
+def _digest(ref: str) -> str:
+    match = _PINNED_RE.match(ref)
+    assert match is not None, ref
+    return "sha256:" + match["digest"]
 
 
 def _read(path: Path, store: Store) -> PinnedBase | None:
+    """The archive record, if every object it names is in the store."""
+    base = _load(path)
+    if base is None or oci.missing_objects(store, base.parts):
+        return None
+    return base
+
+
+def _load(path: Path) -> PinnedBase | None:
     try:
         data = json.loads(path.read_bytes())
-        base = PinnedBase.from_dict(data) if data.get("format") == PINNED_FORMAT else None
+        return PinnedBase.from_dict(data) if data.get("format") == PINNED_FORMAT else None
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError):
         return None  # damaged: archived again from the engine or the registry
-    if base is None or oci.missing_objects(store, base.parts):
-        return None
-    return base
 
 
 def _archive(ref: str, digest: str, layout: Layout, engine: Engine, store: Store, say: Progress) -> PinnedBase:

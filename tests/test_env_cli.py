@@ -165,7 +165,8 @@ def test_verify_passes_then_names_a_tampered_layer(
 
     text = _render_verify(report)  # what the same verify prints without --json
     assert text.startswith("MISMATCH") and "layer 1 (libraries)" in text and "no longer hashes to its name" in text
-    assert f"{SIX_PY}: sha256 " in text and "hint:" in text
+    assert f"{SIX_PY}: sha256 " in text and f"images/{report['key']}.json" in text
+    assert "base      recipe 'bookworm' bootstrapped again with mmdebstrap" in text
 
 
 def _tags(project: Path, env: Environment) -> list[str]:
