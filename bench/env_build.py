@@ -41,8 +41,9 @@ sys.path.insert(0, str(ROOT))
 from harness.engine import Engine  # noqa: E402
 from harness.envbuild import BASE_REPOSITORY, base_key  # noqa: E402
 from harness.images import ensure_environment, load_recipe  # noqa: E402
-from harness.lockfile import PIP_INSTALLER, cached_wheel_path, read_lock  # noqa: E402
+from harness.lockfile import PIP_INSTALLER, read_lock  # noqa: E402
 from harness.paths import Layout  # noqa: E402
+from harness.wheels import cached_wheel_path  # noqa: E402
 
 BENCH_EPOCH = 1700000123  # not the default recipe's: the bench's images are its own
 DOCKER_TAG = "harness-bench-docker:env"

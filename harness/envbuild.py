@@ -28,9 +28,10 @@ from .digests import sha256_json
 from .engine import ContainerSpec, Engine, Mount
 from .errors import EnvironmentBuildError
 from .images import VENV, Environment, Progress, Recipe, file_lock, load_image, write_json_atomic
-from .lockfile import PIP_INSTALLER, Lock, LockedPackage, canonical_name, fetch_wheels
+from .lockfile import PIP_INSTALLER, Lock, LockedPackage, canonical_name
 from .paths import Layout
 from .store import Store
+from .wheels import fetch_wheels
 
 BASE_FORMAT = "harness.base/1"
 BASE_REPOSITORY = "harness-base"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import images, lockfile
+from . import images, lockfile, wheels
 from .config import load_config
 from .errors import ConfigError, EngineUnavailable
 from .images import Progress, Recipe
@@ -26,7 +26,7 @@ def lock_project(project_dir: Path, progress: Progress | None = None) -> dict[st
         recipe = _resolve_pinned(recipe, config.root, progress or (lambda _message: None))
     lock_path = config.root / config.lock
     old = lockfile.read_lock(lock_path) if lock_path.is_file() else None
-    new = lockfile.resolve(requirements, recipe.python, recipe.platform)
+    new = wheels.resolve(requirements, recipe.python, recipe.platform)
     changes = lockfile.diff_locks(old, new)
     lockfile.write_lock(lock_path, new)
     return {

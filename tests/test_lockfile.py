@@ -16,18 +16,12 @@ from harness.lockfile import (
     PIP_INSTALLER,
     Lock,
     LockedPackage,
-    PipError,
-    PipRunner,
-    compatible_platforms,
     diff_locks,
-    fetch_wheels,
-    file_sha256,
     read_lock,
     requirements_digest,
-    resolve,
-    run_pip,
     write_lock,
 )
+from harness.wheels import PipError, PipRunner, compatible_platforms, fetch_wheels, file_sha256, resolve, run_pip
 
 SIX = LockedPackage(
     name="six",
