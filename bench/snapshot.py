@@ -11,7 +11,7 @@ peak RSS of `harness data snapshot` on the 5 GB file (the child's ru_maxrss). Ev
 median; the data stays in the page cache for all tools alike, and dirty pages are flushed (untimed) before
 each command, so no tool pays for writeback of another's output. The data is deleted afterwards.
 
-Usage: python bench/snapshot.py [--reps 3] [--big-mb 1024] [--small-count 10000] [--small-kb 10]
+Usage: python bench/snapshot.py [--reps 3] [--warmup 1] [--big-mb 1024] [--small-count 10000] [--small-kb 10]
                                 [--huge-mb 5120] [--dir /tmp] [--keep]
 Quick check: python bench/snapshot.py --reps 1 --big-mb 64 --small-count 500 --huge-mb 256
 """
@@ -203,6 +203,13 @@ def main() -> None:
     compile_harness()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="untimed rounds first: every tool then writes into memory the machine has already handed out (on a "
+        "VM, first-touched guest pages make the first writes of a run much slower, for whichever tool is first)",
+    )
     parser.add_argument("--big-mb", type=int, default=1000)
     parser.add_argument("--small-count", type=int, default=10_000)
     parser.add_argument("--small-kb", type=int, default=10)
@@ -228,15 +235,22 @@ def main() -> None:
             "small": f"{args.small_count} files of {args.small_kb} kB",
         }
         results: dict[str, dict[str, float]] = {}
+        spreads: dict[str, dict[str, tuple[float, float]]] = {}
         for shape in ("big", "small"):
             data = shapes[shape]
             print(f"timing {labels[shape]} ...", file=sys.stderr)
             times: dict[str, list[float]] = {"hash": [], "copy": [], "harness": [], "dvc": []}
-            for _ in range(args.reps):  # interleaved, so drift hits all of them alike
-                times["hash"].append(time_hash(data, scratch))
-                times["copy"].append(time_copy(data, scratch))
-                times["harness"].append(time_harness(data, scratch))
-                times["dvc"].append(time_dvc(dvc, data, scratch))
+            for rep in range(args.warmup + args.reps):  # interleaved, so drift hits all of them alike
+                round_times = {
+                    "hash": time_hash(data, scratch),
+                    "copy": time_copy(data, scratch),
+                    "harness": time_harness(data, scratch),
+                    "dvc": time_dvc(dvc, data, scratch),
+                }
+                if rep >= args.warmup:
+                    for k, v in round_times.items():
+                        times[k].append(v)
+            spreads[shape] = {k: (min(v), max(v)) for k, v in times.items()}
             results[shape] = {k: statistics.median(v) for k, v in times.items()}
         print("timing the unchanged re-snapshot and peak memory ...", file=sys.stderr)
         re_cli, re_core = resnapshot(shapes["small"], scratch, max(args.reps, 5))
@@ -252,7 +266,10 @@ def main() -> None:
             rmtree(root)
 
     print(f"\nharness data snapshot vs {dvc_version and 'dvc ' + dvc_version} vs hashlib sha256 (single thread)")
-    print(f"medians of {args.reps}, wall clock, warm page cache, {os.cpu_count()} CPUs\n")
+    print(
+        f"medians of {args.reps} after {args.warmup} untimed round(s), wall clock, warm page cache, "
+        f"{os.cpu_count()} CPUs\n"
+    )
     print(
         f"{'shape':24} {'dvc add':>9} {'harness':>9} {'sha256':>9} {'copy':>9}   {'dvc/harness':>12}   "
         f"{'harness/sha256':>14}   {'harness/copy':>12}"
@@ -264,6 +281,10 @@ def main() -> None:
             f"{speedup:11.1f}x   {overhead:13.2f}x   {r['harness'] / r['copy']:11.2f}x"
         )
     print("(copy: a plain read/write copy of the same files, no hashing -- not a target, the floor of storing them)")
+    print("\nspread (min-max) of the timed rounds:")
+    for shape, spread in spreads.items():
+        ranges = "  ".join(f"{k} {lo:.2f}-{hi:.2f}s" for k, (lo, hi) in spread.items())
+        print(f"  {labels[shape]:24} {ranges}")
     print("\ntargets:")
     for shape, r in results.items():
         speedup = r["dvc"] / r["harness"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def test_put_file_names_object_by_sha256_and_makes_it_read_only(store: Store, tm
     assert store.has(digest) and store.verify(digest)
     assert store.require(digest) == path
     assert list(store) == [digest]
-    assert not any((store.root / "tmp").iterdir()), "no temp file is left behind"
+    assert not _temp_files(store), "no temp file is left behind"
     assert src.read_bytes() == b"hello\n" * 1000  # the source is untouched
 
 
@@ -115,7 +116,7 @@ def test_put_stream_over_several_buffers_with_and_without_readinto(store: Store,
     assert store.put_stream(_ReadOnlyStream(data)) == expected  # type: ignore[arg-type]
     assert store.path(expected[0]).read_bytes() == data
     assert stat.S_IMODE(store.path(expected[0]).stat().st_mode) == 0o444
-    assert not any((store.root / "tmp").iterdir())
+    assert not _temp_files(store)
 
 
 def test_a_store_keeps_working_when_its_directories_are_removed(store: Store) -> None:
@@ -123,7 +124,7 @@ def test_a_store_keeps_working_when_its_directories_are_removed(store: Store) ->
     os.chmod(store.path(first), 0o644)
     store.path(first).unlink()
     store.path(first).parent.rmdir()
-    (store.root / "tmp").rmdir()
+    shutil.rmtree(store.root / "tmp")
     assert store.put_bytes(b"one") == first and store.verify(first)
 
 
@@ -139,5 +140,27 @@ class _FailingStream(io.BytesIO):
 def test_a_read_error_mid_stream_is_raised_and_leaves_no_temp_file(store: Store) -> None:
     with pytest.raises(OSError, match="Input/output error"):
         store.put_stream(_FailingStream(os.urandom(5 * (1 << 20))))
-    assert not any((store.root / "tmp").iterdir())
+    assert not _temp_files(store)
     assert list(store) == []
+
+
+def _temp_files(store: Store) -> list[Path]:
+    return [p for p in (store.root / "tmp").rglob("*") if not p.is_dir()]
+
+
+def test_each_thread_writes_its_temp_files_in_its_own_directory(store: Store) -> None:
+    """Threads creating files in one directory serialize on its lock; one directory per thread does not."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    together = threading.Barrier(4)  # four threads at once, each storing ten objects
+
+    def put_ten(i: int) -> list[str]:
+        together.wait(timeout=10)
+        return [store.put_bytes(os.urandom(100_000) + bytes([i])) for _ in range(10)]
+
+    with ThreadPoolExecutor(4) as pool:
+        digests = [d for ten in pool.map(put_ten, range(4)) for d in ten]
+    assert sorted(store) == sorted(digests) and not _temp_files(store)
+    slots = [p.name for p in (store.root / "tmp").iterdir()]
+    assert len(slots) == 4 and all(p.startswith("t") for p in slots)
