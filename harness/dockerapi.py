@@ -10,12 +10,16 @@ reach such an engine through an SSH tunnel to its socket instead.
 
 from __future__ import annotations
 
+import base64
+import codecs
 import http.client
 import json
 import os
 import socket
 import struct
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -89,7 +93,8 @@ class DockerAPI:
         ``body`` is a dict (sent as JSON), bytes, or a binary file (streamed). A ``stream`` request has no
         timeout: a container may run, or a pull take, as long as it needs."""
         query = "?" + urlencode({k: _param(v) for k, v in params.items() if v is not None}) if params else ""
-        sent: dict[str, str] = {"Host": "docker", **(headers or {})}
+        # One connection per request, closed by the engine after its answer: nothing stays open in between.
+        sent: dict[str, str] = {"Host": "docker", "Connection": "close", **(headers or {})}
         if isinstance(body, dict):
             body = json.dumps(body).encode()
             sent["Content-Type"] = "application/json"
@@ -117,10 +122,11 @@ class DockerAPI:
     def messages(self, response: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
         """The JSON objects of a progress stream (pull, push, load), as the engine sends them."""
         decoder = json.JSONDecoder()
+        text = codecs.getincrementaldecoder("utf-8")("replace")  # a character may straddle two reads
         buffer = ""
         with response:
             while chunk := response.read1(CHUNK):
-                buffer += chunk.decode("utf-8", "replace")
+                buffer += text.decode(chunk)
                 while True:
                     buffer = buffer.lstrip()
                     try:
@@ -135,6 +141,67 @@ class DockerAPI:
         with response:
             while chunk := response.read1(CHUNK):
                 yield chunk
+
+
+def registry_auth(image: str) -> str:
+    """The X-Registry-Auth header for pulling or pushing ``image``: the credentials `docker login` stored for its
+    registry (a credential helper, or an "auth" entry of ~/.docker/config.json, or $DOCKER_CONFIG's), or empty
+    credentials, which an anonymous registry accepts and which the engine requires for a push."""
+    host = _registry_of(image)
+    config = _docker_config()
+    helper = (config.get("credHelpers") or {}).get(host) or config.get("credsStore")
+    entry = _config_entry(config.get("auths") or {}, host)
+    creds: dict[str, str] = {}
+    if entry.get("auth"):
+        user, _, password = base64.b64decode(entry["auth"]).decode("utf-8", "replace").partition(":")
+        creds = {"username": user, "password": password}
+    elif entry.get("identitytoken"):
+        creds = {"identitytoken": entry["identitytoken"]}
+    elif helper:
+        creds = _from_helper(str(helper), host)
+    if creds:
+        creds["serveraddress"] = host
+    return base64.urlsafe_b64encode(json.dumps(creds).encode()).decode()
+
+
+def _registry_of(image: str) -> str:
+    first, sep, _ = image.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "https://index.docker.io/v1/"  # Docker Hub, under the key `docker login` stores it
+
+
+def _docker_config() -> dict[str, Any]:
+    path = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _config_entry(auths: dict[str, Any], host: str) -> dict[str, str]:
+    for key in (host, f"https://{host}", f"http://{host}", f"https://{host}/v1/", f"https://{host}/v2/"):
+        if isinstance(auths.get(key), dict):
+            return dict(auths[key])
+    return {}
+
+
+def _from_helper(helper: str, host: str) -> dict[str, str]:
+    """docker-credential-<helper> get: the registry on stdin, {"Username", "Secret"} on stdout; nothing stored
+    for this registry (or no such helper) means anonymous."""
+    try:
+        done = subprocess.run(
+            [f"docker-credential-{helper}", "get"], input=host.encode(), capture_output=True, timeout=30, check=False
+        )
+        found = json.loads(done.stdout) if done.returncode == 0 else {}
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return {}
+    if not isinstance(found, dict) or not found.get("Secret"):
+        return {}
+    if found.get("Username") == "<token>":
+        return {"identitytoken": str(found["Secret"])}
+    return {"username": str(found.get("Username", "")), "password": str(found["Secret"])}
 
 
 def demultiplex(raw: IO[bytes]) -> Iterator[tuple[str, bytes]]:

@@ -5,7 +5,6 @@ Everything above this module speaks in :class:`ContainerSpec` and plain values.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import json
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .dockerapi import APIError, DockerAPI, demultiplex, path_of
+from .dockerapi import APIError, DockerAPI, demultiplex, path_of, registry_auth
 from .errors import EngineUnavailable, HarnessError
 
 OutputSink = Callable[[str, bytes], None]
@@ -164,11 +163,10 @@ class Engine:
         self._progress_stream("push", ref, "POST", path_of("/images/{}/push", name), {"tag": tag})
 
     def _progress_stream(self, verb: str, ref: str, method: str, path: str, params: dict[str, Any]) -> None:
-        # The engine insists on a credentials header for push (empty credentials: an anonymous registry).
-        anonymous = {"X-Registry-Auth": base64.urlsafe_b64encode(b"{}").decode()}
+        auth = {"X-Registry-Auth": registry_auth(ref)}  # what `docker login` stored, else anonymous
         try:
             # Errors during the transfer arrive as messages in the stream, not as an HTTP status.
-            response = self._api.open(method, path, params, headers=anonymous, stream=True)
+            response = self._api.open(method, path, params, headers=auth, stream=True)
             for message in self._api.messages(response):
                 if "error" in message:
                     raise HarnessError(f"docker {verb} {ref} failed: {message['error']}")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
+import os
 import socket
 import struct
 import threading
@@ -14,6 +17,7 @@ from harness.dockerapi import DockerAPI, demultiplex
 from harness.engine import ContainerSpec, Engine, split_reference
 from harness.errors import EngineUnavailable, HarnessError
 from harness.images import Environment
+from tests.registry import Registry
 
 docker = pytest.mark.docker
 
@@ -127,3 +131,46 @@ def test_missing_image_is_named(engine: Engine) -> None:
         engine.run(spec)
     engine.remove_image("harness-test-no-such-image:1")  # absent: nothing to do, no error
     assert engine.version()["engine_version"]
+
+
+@docker
+def test_pull_and_push_use_the_login_docker_stored(
+    tmp_path: Path, tiny_env: Environment, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry(tmp_path / "registry", login=("ci", "s3cret"))
+    ref = f"{registry.host}/harness-login:1"
+    engine.tag_image(tiny_env.image_id, f"{registry.host}/harness-login", "1")
+    try:
+        monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-login"))
+        with pytest.raises(HarnessError, match=f"docker push {ref} failed: .*no basic auth credentials"):
+            engine.push_image(ref)
+
+        # what `docker login` writes without a credential store
+        logged_in = tmp_path / "login"
+        logged_in.mkdir()
+        auth = base64.b64encode(b"ci:s3cret").decode()
+        (logged_in / "config.json").write_text(json.dumps({"auths": {registry.host: {"auth": auth}}}))
+        monkeypatch.setenv("DOCKER_CONFIG", str(logged_in))
+        engine.push_image(ref)
+        engine.remove_image(ref)
+        engine.pull_image(ref)
+        assert (engine.inspect_image(ref) or {})["Id"] == tiny_env.image_id
+
+        # with a credential helper: docker-credential-<name> get, the registry on stdin
+        helper_dir = tmp_path / "bin"
+        helper_dir.mkdir()
+        helper = helper_dir / "docker-credential-harnesstest"
+        helper.write_text(
+            "#!/bin/sh\nread host\n"
+            f'[ "$host" = "{registry.host}" ] && echo \'{{"Username": "ci", "Secret": "s3cret"}}\' && exit 0\n'
+            "echo 'credentials not found' && exit 1\n"
+        )
+        helper.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{helper_dir}:{os.environ['PATH']}")
+        (logged_in / "config.json").write_text(json.dumps({"credsStore": "harnesstest"}))
+        engine.remove_image(ref)
+        engine.pull_image(ref)
+        assert (engine.inspect_image(ref) or {})["Id"] == tiny_env.image_id
+    finally:
+        engine.remove_image(ref)
+        registry.stop()

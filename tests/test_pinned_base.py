@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import json
 import platform as pyplatform
-import shutil
 import socket
-import subprocess
 import tarfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,54 +23,9 @@ from harness.lockfile import Lock, read_lock
 from harness.paths import ENV_CACHE, Layout
 from harness.store import Store
 from tests.projects import PROBE_CONFIG, cli_env, commit_all, harness, make_probe_project, make_repo
+from tests.registry import Registry
 
 pytestmark = pytest.mark.docker
-
-
-class Registry:
-    """Debian's docker-registry serving on 127.0.0.1 (docker allows plain http to 127.0.0.0/8)."""
-
-    def __init__(self, root: Path) -> None:
-        binary = shutil.which("docker-registry")
-        if binary is None:
-            pytest.fail("docker-registry is not installed; run ./scripts/setup", pytrace=False)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        root.mkdir(parents=True, exist_ok=True)
-        config = root / "config.yml"
-        config.write_text(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
-            f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{self.port}\n"
-        )
-        self.log = open(root / "registry.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [binary, "serve", str(config)], stdout=self.log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 30
-        while not self._answers():
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                self.stop()
-                pytest.fail(f"docker-registry did not start: {(root / 'registry.log').read_text()}", pytrace=False)
-            time.sleep(0.1)
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def _answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-            self.log.close()
 
 
 @pytest.fixture()

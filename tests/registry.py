@@ -1,0 +1,85 @@
+"""Debian's docker-registry on loopback, for tests that pull and push (no public registry is reachable)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+
+class Registry:
+    """Debian's docker-registry serving on 127.0.0.1 (docker allows plain http to 127.0.0.0/8)."""
+
+    def __init__(self, root: Path, login: tuple[str, str] | None = None) -> None:
+        binary = shutil.which("docker-registry")
+        if binary is None:
+            pytest.fail("docker-registry is not installed; run ./scripts/setup", pytrace=False)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        root.mkdir(parents=True, exist_ok=True)
+        config = root / "config.yml"
+        text = (
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+            f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{self.port}\n"
+        )
+        if login is not None:  # basic auth: the registry asks for this user and password (bcrypt in htpasswd)
+            user, password = login
+            (root / "htpasswd").write_text(f"{user}:{_bcrypt(password)}\n")
+            text += f"auth:\n  htpasswd:\n    realm: harness-test\n    path: {root / 'htpasswd'}\n"
+        config.write_text(text)
+        self.log = open(root / "registry.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [binary, "serve", str(config)], stdout=self.log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 30
+        while not self._answers():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                pytest.fail(f"docker-registry did not start: {(root / 'registry.log').read_text()}", pytrace=False)
+            time.sleep(0.1)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1) as response:
+                return bool(response.status == 200)
+        except urllib.error.HTTPError as exc:
+            return exc.code == 401  # up, and asking for a login
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+            self.log.close()
+
+
+def _bcrypt(password: str) -> str:
+    """The registry's htpasswd takes bcrypt only: glibc's, through the crypt module (gone in Python 3.13, where
+    apache2-utils' htpasswd is used instead)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import crypt
+        except ImportError:
+            crypt = None  # type: ignore[assignment]
+    if crypt is not None:
+        return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+    if shutil.which("htpasswd") is None:
+        pytest.fail("bcrypt needs the crypt module or htpasswd (apt-get install apache2-utils)", pytrace=False)
+    line = subprocess.run(["htpasswd", "-nbB", "u", password], capture_output=True, text=True, check=True).stdout
+    return line.strip().split(":", 1)[1]
