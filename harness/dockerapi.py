@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import contextlib
 import http.client
 import json
 import os
@@ -20,12 +21,13 @@ import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 from .errors import EngineUnavailable, HarnessError
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
+T = TypeVar("T")
 CHUNK = 1 << 16
 
 
@@ -104,7 +106,7 @@ class DockerAPI:
         try:
             conn.request(method, path + query, body=body, headers=sent)
             response = conn.getresponse()
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise EngineUnavailable(f"cannot reach the Docker engine at {self.host}: {_reason(exc)}") from None
         if response.status >= 400:
@@ -115,7 +117,7 @@ class DockerAPI:
 
     def json(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None) -> Any:
         response = self.open(method, path, params, body)
-        with response:
+        with response, self.reading():
             raw = response.read()
         return json.loads(raw) if raw.strip() else None
 
@@ -124,7 +126,7 @@ class DockerAPI:
         decoder = json.JSONDecoder()
         text = codecs.getincrementaldecoder("utf-8")("replace")  # a character may straddle two reads
         buffer = ""
-        with response:
+        with response, self.reading():
             while chunk := response.read1(CHUNK):
                 buffer += text.decode(chunk)
                 while True:
@@ -136,11 +138,42 @@ class DockerAPI:
                     buffer = buffer[end:]
                     if isinstance(message, dict):
                         yield message
+            _check_complete(response)
 
     def chunks(self, response: http.client.HTTPResponse) -> Iterator[bytes]:
-        with response:
+        with response, self.reading():
             while chunk := response.read1(CHUNK):
                 yield chunk
+            _check_complete(response)
+
+    def guarded(self, items: Iterator[T]) -> Iterator[T]:
+        """``items``, read under :meth:`reading`; what the caller does with each item is not guarded."""
+        while True:
+            with self.reading():
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+            yield item
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Around reading a response: a connection lost half-way (the engine restarted, say) is an
+        EngineUnavailable naming the engine, not a traceback."""
+        try:
+            yield
+        except (OSError, http.client.HTTPException) as exc:
+            raise EngineUnavailable(
+                f"lost the connection to the Docker engine at {self.host} while reading its answer: {_reason(exc)}",
+                "check the engine with `docker info` (a restart drops every connection) and try again",
+            ) from None
+
+
+def _check_complete(response: http.client.HTTPResponse) -> None:
+    """http.client ends a body that stops short of its Content-Length quietly; a cut stream must not pass for a
+    whole one (a truncated image archive, say)."""
+    if response.length:  # bytes still owed
+        raise http.client.IncompleteRead(b"", response.length)
 
 
 def registry_auth(image: str) -> str:
@@ -247,5 +280,5 @@ def _error_message(raw: bytes, status: int) -> str:
         return raw.decode("utf-8", "replace").strip() or f"HTTP {status}"
 
 
-def _reason(exc: OSError) -> str:
-    return exc.strerror or str(exc) or type(exc).__name__
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

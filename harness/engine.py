@@ -220,7 +220,7 @@ class Engine:
             attached = self._api.open("POST", path_of("/containers/{}/attach", container_id), params, stream=True)
             with attached:
                 self._api.json("POST", path_of("/containers/{}/start", container_id))
-                for stream, chunk in demultiplex(attached):
+                for stream, chunk in self._api.guarded(demultiplex(attached)):
                     if sink is not None:
                         sink(stream, chunk)
             waited = self._api.open("POST", path_of("/containers/{}/wait", container_id), stream=True)

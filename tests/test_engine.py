@@ -9,6 +9,7 @@ import os
 import socket
 import struct
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,43 @@ def test_a_server_that_is_not_docker_is_an_engine_error(monkeypatch: pytest.Monk
     with pytest.raises(EngineUnavailable, match="answered: no daemon"):
         Engine.connect()
     server.close()
+
+
+def _serve_once(path: Path, answer: bytes) -> socket.socket:
+    """A unix socket that answers one request with ``answer`` and then drops the connection (RST)."""
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(1)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.sendall(answer)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+def test_a_connection_lost_half_way_is_an_engine_error(tmp_path: Path) -> None:
+    """The engine restarting mid-stream: a real engine cannot be made to do that on demand, so a fake socket."""
+    path = tmp_path / "engine.sock"
+    server = _serve_once(path, b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
+    api = DockerAPI(f"unix://{path}")
+    response = api.open("GET", "/images/x/get", stream=True)
+    with pytest.raises(EngineUnavailable, match="lost the connection to the Docker engine") as lost:
+        b"".join(api.chunks(response))
+    assert lost.value.hint and "docker info" in lost.value.hint
+    server.close()
+
+    # what the caller does with an item is not blamed on the engine
+    def frames() -> Iterator[int]:
+        yield 1
+
+    with pytest.raises(ZeroDivisionError):
+        for n in api.guarded(frames()):
+            n / 0
 
 
 @docker
