@@ -97,7 +97,9 @@ class Repository:
                 "check it with `git log --oneline`; any rev git understands works (HEAD~1, a tag, a commit id)",
             )
         sha = found.stdout.decode().strip()
-        root_tree, committed, message = self._git("show", "-s", "--format=%T%x00%ct%x00%B", sha).split("\0", 2)
+        # --no-show-signature and --no-color: a user's log.showSignature or color.ui=always must not reach the parse
+        shown = self._git("show", "-s", "--no-show-signature", "--no-color", "--format=%T%x00%ct%x00%B", sha)
+        root_tree, committed, message = shown.split("\0", 2)
         tree = self._subtree(sha) if self.subdir else root_tree
         head_sha = self._maybe("rev-parse", "--verify", "-q", "HEAD")
         branch = self._maybe("symbolic-ref", "-q", "--short", "HEAD") if head_sha == sha else None

@@ -38,6 +38,8 @@ def test_commit_facts_for_the_record(tmp_path: Path) -> None:
     git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@e.invalid", "commit", "-q", "-m", "Tune lr\nwrapped\n\nbody")
     git(tmp_path, "remote", "add", "origin", "https://example.invalid/team/proj.git")
     git(tmp_path, "remote", "add", "backup", "/srv/backup.git")
+    git(tmp_path, "config", "log.showSignature", "true")  # a user's settings must not reach what harness parses
+    git(tmp_path, "config", "color.ui", "always")
     repo = Repository.open(tmp_path)
     head = repo.resolve("HEAD")
     assert head.subject == "Tune lr" and head.remote == "https://example.invalid/team/proj.git"
