@@ -6,14 +6,13 @@ import argparse
 from typing import Any
 
 from .cli_data import layout_of
-from .cliout import ByteProgress, command, echo, human, json_option, print_json, project_option
+from .cliout import ByteProgress, command, echo, human, print_json, with_common
 
 
 def register(sub: Any) -> None:
     parser = command(sub, "verify", verify)
     parser.add_argument("--run", metavar="RUN", help="Check only the objects this run uses (id or prefix).")
-    project_option(parser)
-    json_option(parser)
+    with_common(parser)
 
 
 def verify(args: argparse.Namespace) -> int:
@@ -21,8 +20,9 @@ def verify(args: argparse.Namespace) -> int:
 
     Without --run: every object in the project store, and every object a run or a snapshot refers to (so a
     deleted one is reported too). With --run RUN: only what that run uses: its data snapshot and files, code
-    archive, uncommitted changes, lock and outputs. Each damaged object is named with the data paths, outputs
-    or runs that use it. Exit 0 when all is intact, 107 when an object changed, 108 when one is missing.
+    archive, uncommitted changes, lock, params helper and outputs. Each damaged object is named with the data
+    paths, outputs or runs that use it. Exit 0 when all is intact, 107 when an object changed, 108 when one is
+    missing.
 
     Nothing is deleted or rewritten. The stat cache forgets the files behind a damaged object, so the next
     `harness data snapshot` (or `harness run`) of the original data re-reads them and replaces the object.
