@@ -102,3 +102,5 @@ def test_a_rebuild_runs_the_helper_the_run_recorded(probe_project: Path) -> None
     refused = harness(probe_project, "rebuild", record["id"])
     assert refused.returncode == 107
     assert "the params helper module (harness_params) of the run was tampered with" in refused.stderr
+    checked = harness(probe_project, "verify", "--run", record["id"])
+    assert checked.returncode == 107 and f"used by params helper module of run {record['id']}" in checked.stdout
