@@ -9,16 +9,11 @@ so deleting a run's directory needs no chmod.
 
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 
-from .snapshot import Snapshot, snapshot_tree
+from .snapshot import NO_HARDLINK, Snapshot, snapshot_tree
 from .store import Store
-
-# A hardlink is impossible across filesystems, past an inode's link limit, or where hardlinks are not allowed;
-# the file then simply stays a copy.
-_KEEP_COPY = (errno.EXDEV, errno.EMLINK, errno.EPERM, errno.ENOTSUP)
 
 
 def store_outputs(outputs: Path, store: Store) -> Snapshot:
@@ -43,7 +38,7 @@ def _link_in_place(obj: Path, target: Path) -> None:
         os.unlink(temp)  # left by an interrupted earlier attempt
         os.link(obj, temp)
     except OSError as exc:
-        if exc.errno in _KEEP_COPY:
+        if exc.errno in NO_HARDLINK:  # the file stays a copy
             return
         raise
     os.replace(temp, target)

@@ -235,7 +235,7 @@ def _helper(runtime: dict[str, Any], store: Store) -> str:
     """The params helper the original run mounted; records from before it was recorded get today's."""
     recorded = runtime.get("params_helper")
     if not recorded:
-        return store.put_file(tracking.HELPER)[0]
+        return tracking.store_helper(store)
     _require(store, recorded, "the params helper module (harness_params) of the run")
     return str(recorded)
 

@@ -195,7 +195,7 @@ def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -
         patch=patch.manifest if patch else None,
         data=data,
         image_id=environment.image_id,
-        helper=store.put_file(tracking.HELPER)[0],
+        helper=tracking.store_helper(store),
     )
     return execute(inputs, record, engine, reporter)
 

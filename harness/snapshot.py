@@ -45,6 +45,9 @@ RACY_NS = 2_000_000_000
 _DIGEST = re.compile("[0-9a-f]{64}")
 _WORKERS = min(32, (os.cpu_count() or 1) + 4)  # more threads than cores: reads wait on the disk, not the GIL
 _NOTHING_CHANGED = "nothing was changed"
+# A hardlink is impossible across filesystems, past an inode's link limit, or where hardlinks are not allowed:
+# the file is then a copy instead (materialized trees, a run's outputs).
+NO_HARDLINK = (errno.EXDEV, errno.EMLINK, errno.EPERM, errno.ENOTSUP)
 
 Progress = Callable[[int, int], None]
 _Found = tuple[str, str, os.stat_result]  # (manifest path, absolute host path, lstat)
@@ -634,7 +637,7 @@ def _place(entry: Entry, target: Path, obj: Path | None) -> None:
                 return
             except OSError as exc:
                 # NOTE: another filesystem, an inode's link limit or no hardlinks: a copy has the same bytes.
-                if exc.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM, errno.ENOTSUP):
+                if exc.errno not in NO_HARDLINK:
                     raise
         # Executables are copies: a chmod on a hardlink would change the shared store object's mode.
         shutil.copyfile(obj, target)

@@ -21,12 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from .engine import Mount
+from .store import Store
 
 HELPER = Path(__file__).parent / "incontainer" / "harness_params.py"
 LIB_TARGET = "/harness/lib"
 STATE_TARGET = "/harness/state"
 READ_FILE = "params_read.json"
 STEP_KEYS = ("step",)  # the index of a step, not a metric
+
+
+def store_helper(store: Store) -> str:
+    """This harness's params helper as a store object: what a run records and mounts."""
+    return store.put_file(HELPER)[0]
 
 
 def helper_mounts(helper: Path, harness_dir: Path, state_dir: Path, shared: bool) -> tuple[list[Mount], dict[str, str]]:

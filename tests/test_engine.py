@@ -79,18 +79,10 @@ def test_unreachable_or_unsupported_engines_are_explained(monkeypatch: pytest.Mo
 
 def test_a_server_that_is_not_docker_is_an_engine_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path = tmp_path / "fake.sock"
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(str(path))
-    server.listen(1)
-
-    def answer() -> None:
-        conn, _ = server.accept()
-        conn.recv(65536)
-        body = b'{"message":"no daemon"}'
-        conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-        conn.close()
-
-    threading.Thread(target=answer, daemon=True).start()
+    body = b'{"message":"no daemon"}'
+    server = _serve_once(
+        path, b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
     monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
     with pytest.raises(EngineUnavailable, match="answered: no daemon"):
         Engine.connect()
