@@ -38,12 +38,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.engine import Engine  # noqa: E402
-from harness.envbuild import BASE_REPOSITORY, base_key  # noqa: E402
-from harness.images import ensure_environment, load_recipe  # noqa: E402
-from harness.lockfile import PIP_INSTALLER, read_lock  # noqa: E402
+from harness.docker.engine import Engine  # noqa: E402
+from harness.env.build import BASE_REPOSITORY, base_key  # noqa: E402
+from harness.env.images import ensure_environment  # noqa: E402
+from harness.env.lockfile import PIP_INSTALLER, read_lock  # noqa: E402
+from harness.env.recipe import load_recipe  # noqa: E402
+from harness.env.wheels import cached_wheel_path  # noqa: E402
 from harness.paths import Layout  # noqa: E402
-from harness.wheels import cached_wheel_path  # noqa: E402
 
 BENCH_EPOCH = 1700000123  # not the default recipe's: the bench's images are its own
 DOCKER_TAG = "harness-bench-docker:env"
@@ -66,7 +67,7 @@ def make_project(root: Path) -> Path:
 
 def harness_build(project: Path, cache: Path) -> tuple[float, dict]:
     env = {**os.environ, "HARNESS_CACHE": str(cache)}
-    argv = [sys.executable, "-m", "harness.cli", "env", "build", "--json", "-C", str(project)]
+    argv = [sys.executable, "-m", "harness", "env", "build", "--json", "-C", str(project)]
     start = time.perf_counter()
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - start

@@ -6,7 +6,7 @@ project store under bench/out/ls-project, and the same params and metrics as N M
 Both are reused on the next invocation when they already hold N runs.
 
 Measured: the wall time of a fresh process (median of --repeat, after one warm-up) doing
-  harness:  python -m harness.cli ls --limit 50               and  ls --where 'metrics.rmse_test < 40' --limit 50
+  harness:  python -m harness ls --limit 50               and  ls --where 'metrics.rmse_test < 40' --limit 50
   mlflow:   MlflowClient().search_runs(max_results=50, order_by start_time DESC), and with
             filter_string 'metrics.rmse_test < 40'; each prints one line per run (id, params, metrics)
 
@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.records import SCHEMA, Records  # noqa: E402
+from harness.runs.records import SCHEMA, Records  # noqa: E402
 
 OUT = HERE / "out"
 MODELS = ("baseline", "linear_regression", "random_forest", "gradient_boosting")
@@ -245,8 +245,8 @@ def timed(
 
 def in_process(project: Path, where: str | None, repeat: int) -> float:
     """The same harness listing inside this process (index read, filter, render), without start-up."""
-    from harness.runs import query_runs
-    from harness.table import render_table
+    from harness.cli.table import render_table
+    from harness.runs.history import query_runs
 
     times = []
     for _ in range(repeat):
@@ -272,7 +272,7 @@ def main() -> None:
     print(f"setup: {args.runs} harness records in {project} ({time.perf_counter() - t0:.1f} s)")
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    harness = [sys.executable, "-m", "harness.cli", "ls", "--limit", "50"]
+    harness = [sys.executable, "-m", "harness", "ls", "--limit", "50"]
     where = "metrics.rmse_test < 40"
     results = [
         ("harness ls --limit 50", *timed(harness, project, args.repeat, env)[:2], in_process(project, None, 5)),

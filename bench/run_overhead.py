@@ -22,7 +22,7 @@ from common import compile_harness  # bench/ is on sys.path when a script in it 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from harness.lockfile import Lock, LockedPackage, requirements_digest, write_lock  # noqa: E402
+from harness.env.lockfile import Lock, LockedPackage, requirements_digest, write_lock  # noqa: E402
 
 SIX = LockedPackage(
     "six",
@@ -61,7 +61,7 @@ def main() -> None:
     root = args.project or Path(tempfile.mkdtemp(prefix="harness-bench-")) / "proj"
     if not (root / "harness.toml").exists():
         make_project(root)
-    harness = [sys.executable, "-m", "harness.cli"]
+    harness = [sys.executable, "-m", "harness"]
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     first = subprocess.run([*harness, "run", "--json"], cwd=root, env=env, capture_output=True, text=True)
     if first.returncode != 0:

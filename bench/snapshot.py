@@ -126,7 +126,7 @@ def new_project(scratch: Path) -> Path:
 def time_harness(data: Path, scratch: Path) -> float:
     project = new_project(scratch)
     try:
-        argv = [sys.executable, "-m", "harness.cli", "data", "snapshot", str(data)]
+        argv = [sys.executable, "-m", "harness", "data", "snapshot", str(data)]
         return run(argv, project, harness_env(project / "s"))
     finally:
         rmtree(project)
@@ -175,12 +175,12 @@ def median(fn: Callable[[], float], reps: int) -> float:
 def resnapshot(data: Path, scratch: Path, reps: int) -> tuple[float, float]:
     """(CLI wall seconds, in-process seconds) to snapshot the unchanged tree again, medians."""
     sys.path.insert(0, str(REPO))
-    from harness.snapshot import snapshot_roots
-    from harness.store import Store
+    from harness.storage.snapshot import snapshot_roots
+    from harness.storage.store import Store
 
     project = new_project(scratch)
     store, env = project / "s", harness_env(project / "s")
-    argv = [sys.executable, "-m", "harness.cli", "data", "snapshot", str(data)]
+    argv = [sys.executable, "-m", "harness", "data", "snapshot", str(data)]
     try:
         run(argv, project, env)  # the first snapshot fills the store and the stat cache
         cli = median(lambda: run(argv, project, env), reps)
@@ -256,7 +256,7 @@ def main() -> None:
         re_cli, re_core = resnapshot(shapes["small"], scratch, max(args.reps, 5))
         project = new_project(scratch)
         huge_s, huge_rss = peak_rss_mb(
-            [sys.executable, "-m", "harness.cli", "data", "snapshot", str(shapes["huge"])],
+            [sys.executable, "-m", "harness", "data", "snapshot", str(shapes["huge"])],
             project,
             harness_env(project / "s"),
         )

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.engine import Engine
+from harness.docker.engine import Engine
+from harness.env.environment import Environment
+from harness.env.images import ensure_environment
+from harness.env.lockfile import Lock, LockedPackage, requirements_digest
+from harness.env.recipe import load_recipe
 from harness.errors import EngineUnavailable
-from harness.images import Environment, ensure_environment, load_recipe
-from harness.lockfile import Lock, LockedPackage, requirements_digest
 from harness.paths import ENV_CACHE, Layout
 
 SIX = LockedPackage(

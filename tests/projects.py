@@ -119,7 +119,7 @@ def harness(
     cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "harness.cli", *args],
+        [sys.executable, "-m", "harness", *args],
         cwd=cwd,
         env=env if env is not None else cli_env(),
         capture_output=True,
@@ -131,7 +131,7 @@ def harness(
 def make_probe_project(root: Path, lock: Any) -> Path:
     """A small real project: reads data and params, probes its sandbox, writes outputs and metrics.
     ``lock`` is a harness.lockfile.Lock for an environment holding six."""
-    from harness.lockfile import write_lock
+    from harness.env.lockfile import write_lock
 
     root.mkdir(parents=True)
     write_lock(root / "harness.lock", lock)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import build_parser
-from harness.cliout import subcommands
+from harness.cli.main import build_parser
+from harness.cli.output import subcommands
 from tests.projects import cli_env, harness
 
 COMMANDS = list(subcommands(build_parser()))
@@ -62,7 +62,7 @@ def test_a_command_imports_only_what_it_uses(tmp_path: Path) -> None:
     """Every command runs before an experiment or around a snapshot, so its start must stay quick: no command
     framework, and no docker SDK, GitPython or YAML unless the command needs them."""
     script = (
-        "import sys\nfrom harness.cli import main\n"
+        "import sys\nfrom harness.cli.main import main\n"
         "try:\n    code = main(sys.argv[1:])\nexcept SystemExit as exit:\n    code = exit.code\n"
         "heavy = {'docker', 'git', 'yaml', 'typer', 'click', 'pydantic', 'rich', 'tomlkit', 'requests'}\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & heavy), code)\n"

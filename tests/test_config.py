@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import find_config_file, load_config, parse_config
 from harness.errors import ConfigError
+from harness.project.config import find_config_file, load_config, parse_config
 
 GOOD = """
 name = "demo"

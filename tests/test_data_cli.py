@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from harness.cliout import ByteProgress
-from harness.store import Store
+from harness.cli.output import ByteProgress
+from harness.storage.store import Store
 from tests.projects import harness
 
 CONFIG = 'name = "d"\nbase = "bookworm"\nlock = "harness.lock"\ncommand = ["true"]\n'

@@ -1,4 +1,4 @@
-"""harness/engine.py over harness/dockerapi.py: the engine's HTTP API against the real Docker engine."""
+"""harness/docker/engine.py over harness/docker/dockerapi.py: the engine's HTTP API against the real Docker engine."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.dockerapi import DockerAPI, demultiplex
-from harness.engine import ContainerSpec, Engine, split_reference
+from harness.docker.dockerapi import DockerAPI, demultiplex
+from harness.docker.engine import ContainerSpec, Engine, split_reference
+from harness.env.environment import Environment
 from harness.errors import EngineUnavailable, HarnessError
-from harness.images import Environment
 from tests.registry import Registry
 
 docker = pytest.mark.docker

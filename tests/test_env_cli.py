@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import build_parser
-from harness.cli_env import VERIFY_MISMATCH_EXIT_CODE, _render_verify
-from harness.cliout import subcommands
-from harness.envverify import diff_layers
-from harness.images import Environment
-from harness.lockfile import Lock
+from harness.cli.env import VERIFY_MISMATCH_EXIT_CODE, _render_verify
+from harness.cli.main import build_parser
+from harness.cli.output import subcommands
+from harness.env.environment import Environment
+from harness.env.lockfile import Lock
+from harness.env.verify import diff_layers
 from harness.paths import Layout
-from harness.store import Store
+from harness.storage.store import Store
 from tests.projects import cli_env, harness
 
 ENV_COMMANDS = list(subcommands(subcommands(build_parser())["env"]))
@@ -170,7 +170,7 @@ def test_verify_passes_then_names_a_tampered_layer(
 
 
 def _tags(project: Path, env: Environment) -> list[str]:
-    from harness.engine import Engine
+    from harness.docker.engine import Engine
 
     info = Engine.connect().inspect_image(env.image_id)
     assert info is not None

@@ -15,15 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from harness import oci
-from harness.engine import ContainerSpec, Engine
-from harness.envbuild import base_key, freeze_problems
+from harness.docker.engine import ContainerSpec, Engine
+from harness.env import oci
+from harness.env.build import base_key, freeze_problems
+from harness.env.environment import Environment, environment_key
+from harness.env.images import ensure_environment
+from harness.env.layers import write_normalized
+from harness.env.lockfile import Lock, LockedPackage, requirements_digest
+from harness.env.recipe import load_recipe
 from harness.errors import ConfigError, EnvironmentBuildError
-from harness.images import Environment, ensure_environment, environment_key, load_recipe
-from harness.layers import write_normalized
-from harness.lockfile import Lock, LockedPackage, requirements_digest
 from harness.paths import Layout
-from harness.store import Store
+from harness.storage.store import Store
 
 EPOCH = 1700000000
 docker = pytest.mark.docker
@@ -52,7 +54,7 @@ def test_builtin_recipe_and_project_override(tmp_path: Path) -> None:
     assert (recipe.suite, recipe.variant, recipe.python, recipe.architecture) == ("bookworm", "apt", "3.11", "amd64")
     assert recipe.packages == ("python3", "ca-certificates") and recipe.mirror is None
     (tmp_path / "images").mkdir()
-    text = (Path(__file__).parent.parent / "images" / "bookworm.toml").read_text()
+    text = (Path(__file__).parent.parent / "harness" / "env" / "recipes" / "bookworm.toml").read_text()
     (tmp_path / "images" / "bookworm.toml").write_text(text.replace("# mirror = ", "mirror = "))
     assert load_recipe("bookworm", tmp_path).mirror == "http://<your-mirror>/debian"
 
@@ -83,10 +85,10 @@ def test_recipe_errors_name_the_problem(tmp_path: Path) -> None:
 
 def test_project_recipe_is_read_from_the_commit_being_run(tmp_path: Path) -> None:
     """Two commits with different recipes, and an uncommitted third version: each commit gets its own."""
-    from harness.vcs import Repository
+    from harness.project.vcs import Repository
     from tests.projects import commit_all, make_repo, write_files
 
-    text = (Path(__file__).parent.parent / "images" / "bookworm.toml").read_text()
+    text = (Path(__file__).parent.parent / "harness" / "env" / "recipes" / "bookworm.toml").read_text()
     root = tmp_path / "proj"
     first = make_repo(root, {"images/mine.toml": text.replace("1700000000", "1700000001")})
     write_files(root, {"images/mine.toml": text.replace("1700000000", "1700000002")})
@@ -322,7 +324,7 @@ def test_freeze_check_catches_an_interpreter_that_is_not_the_locked_one(
     """A recipe that claims Python 3.12 on bookworm: pip installs fine, the freeze check in the container refuses."""
     layout = _layout(tmp_path, cache=harness_cache)
     (layout.project / "images").mkdir()
-    text = (Path(__file__).parent.parent / "images" / "bookworm.toml").read_text()
+    text = (Path(__file__).parent.parent / "harness" / "env" / "recipes" / "bookworm.toml").read_text()
     (layout.project / "images" / "claims312.toml").write_text(text.replace('python = "3.11"', 'python = "3.12"'))
     recipe = load_recipe("claims312", layout.project)
     lock = dataclasses.replace(tiny_lock, python="3.12")
@@ -375,7 +377,7 @@ def test_mmdebstrap_errors_are_explained(
     layout = _layout(tmp_path)
     shutil.copytree(env_layout.wheels, layout.wheels)  # no download needed: the failure is the point
     (layout.project / "images").mkdir()
-    text = (Path(__file__).parent.parent / "images" / "bookworm.toml").read_text()
+    text = (Path(__file__).parent.parent / "harness" / "env" / "recipes" / "bookworm.toml").read_text()
     (layout.project / "images" / "nosuite.toml").write_text(text.replace('suite = "bookworm"', 'suite = "nosuchsuite"'))
     with pytest.raises(EnvironmentBuildError, match=r"(?s)mmdebstrap failed \(exit \d+\).*nosuchsuite") as failed:
         ensure_environment(load_recipe("nosuite", layout.project), tiny_lock, layout, engine)

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import EnvironmentBuildError
-from harness.lockfile import (
+from harness.env.lockfile import (
     DEFAULT_PLATFORM,
     PIP_INSTALLER,
     Lock,
@@ -21,7 +20,8 @@ from harness.lockfile import (
     requirements_digest,
     write_lock,
 )
-from harness.wheels import PipError, PipRunner, compatible_platforms, fetch_wheels, file_sha256, resolve, run_pip
+from harness.env.wheels import PipError, PipRunner, compatible_platforms, fetch_wheels, file_sha256, resolve, run_pip
+from harness.errors import EnvironmentBuildError
 
 SIX = LockedPackage(
     name="six",

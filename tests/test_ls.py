@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from harness.records import SCHEMA, Records
+from harness.runs.records import SCHEMA, Records
 from tests.projects import cli_env, harness
 
 
@@ -224,7 +224,7 @@ def test_no_runs_and_no_matches(tmp_path: Path) -> None:
 )
 def test_index_scan_agrees_with_full_records(project: Path, where: str) -> None:
     """`ls` filters over fields SQLite extracts from the index; the answer must be the full records' answer."""
-    from harness.query import parse_where, select
+    from harness.runs.query import parse_where, select
 
     records = Records(project / ".harness" / "runs", project / ".harness" / "index.sqlite")
     condition = parse_where(where)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness.outputs import store_outputs
-from harness.store import Store
+from harness.storage.outputs import store_outputs
+from harness.storage.store import Store
 
 
 def test_outputs_become_their_store_objects(tmp_path: Path) -> None:

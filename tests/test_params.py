@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import ConfigError
-from harness.params import load_named_configs, merge_params
+from harness.project.params import load_named_configs, merge_params
 
 NAMED = load_named_configs(
     "baseline:\n  model: baseline\nlinear:\n  model: linear\n  opt:\n    lr: 0.1\n    steps: 10\n", "params.yaml"

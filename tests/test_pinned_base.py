@@ -12,16 +12,18 @@ from typing import Any
 
 import pytest
 
-from harness import images, oci
-from harness.engine import Engine
-from harness.envbuild import ensure_base
-from harness.envcatalog import build_project
-from harness.envverify import verify_project
+from harness.docker.engine import Engine
+from harness.env import images, oci
+from harness.env.build import ensure_base
+from harness.env.catalog import build_project
+from harness.env.environment import Environment
+from harness.env.imageload import load_image
+from harness.env.lockfile import Lock, read_lock
+from harness.env.recipe import load_recipe
+from harness.env.verify import verify_project
 from harness.errors import ConfigError, EngineUnavailable, EnvironmentBuildError
-from harness.images import Environment
-from harness.lockfile import Lock, read_lock
 from harness.paths import ENV_CACHE, Layout
-from harness.store import Store
+from harness.storage.store import Store
 from tests.projects import PROBE_CONFIG, cli_env, commit_all, harness, make_probe_project, make_repo
 from tests.registry import Registry
 
@@ -55,7 +57,7 @@ def _push_base(
     config["config"]["Entrypoint"] = ["/usr/bin/env"]  # harmless for any command, and visible when carried over
     parts = oci.store_image(store, config, [layer])
     tagged = f"{registry.host}/{name}:1"
-    images.load_image(store, parts, tagged, layout, engine, 1700000000)
+    load_image(store, parts, tagged, layout, engine, 1700000000)
     engine.push_image(tagged)
     info = engine.inspect_image(tagged)
     assert info is not None
@@ -117,7 +119,7 @@ def test_pinned_base_is_pulled_once_then_loaded_from_the_store(
 
 def test_base_by_tag_is_refused_with_the_command_that_pins_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
-        images.load_recipe("127.0.0.1:5000/pybase:1", tmp_path)
+        load_recipe("127.0.0.1:5000/pybase:1", tmp_path)
     assert "digest" in raised.value.message
     assert "docker inspect --format '{{index .RepoDigests 0}}' IMAGE" in (raised.value.hint or "")
 
@@ -130,7 +132,7 @@ def test_unreachable_registry_names_the_reference_and_keeps_nothing(
         port = sock.getsockname()[1]
     ref = f"127.0.0.1:{port}/pybase@sha256:{'0' * 64}"
     layout = Layout(project=tmp_path, store=tmp_path / ".harness", cache=tmp_path / "cache")
-    recipe = images.load_recipe(ref, tmp_path)
+    recipe = load_recipe(ref, tmp_path)
     with pytest.raises(EnvironmentBuildError) as raised:
         images.ensure_environment(recipe, tiny_lock, layout, engine)
     assert ref in raised.value.message and "nothing was built or kept" in raised.value.message
@@ -312,7 +314,7 @@ def _trixie_rootfs(tmp_path: Path, layout: Layout, engine: Engine) -> str:
     base (3.11 on glibc 2.36) does not have, so a lock resolved for anything but the image shows."""
     (tmp_path / "recipes" / "images").mkdir(parents=True)
     (tmp_path / "recipes" / "images" / "trixie.toml").write_text(TRIXIE)
-    recipe = images.load_recipe("trixie", tmp_path / "recipes")
+    recipe = load_recipe("trixie", tmp_path / "recipes")
     return ensure_base(recipe, layout, engine, Store(layout.cache_objects), lambda _message: None).layer.diff_id
 
 
@@ -320,7 +322,7 @@ def test_lock_targets_the_python_the_pinned_image_reports_not_the_default(
     tmp_path: Path, registry: Registry, env_layout: Layout, engine: Engine
 ) -> None:
     pinned, _ = _push_base(registry, _trixie_rootfs(tmp_path, env_layout, engine), env_layout, engine, "pytrixie")
-    default = images.load_recipe("bookworm", tmp_path)
+    default = load_recipe("bookworm", tmp_path)
     project = _lock_project(tmp_path / "locked", pinned)
 
     result = harness(project, "lock", "--json")

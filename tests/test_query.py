@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from harness.query import QueryError, parse_sort, parse_where, select, sort_records, unknown_names, varying
+from harness.runs.query import QueryError, parse_sort, parse_where, select, sort_records, unknown_names, varying
 
 
 def rec(run_id: str, **fields: Any) -> dict[str, Any]:

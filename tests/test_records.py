@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import NotFound
-from harness.records import SCHEMA, Records
+from harness.runs.records import SCHEMA, Records
 
 
 def _record(run_id: str, started: str, status: str = "succeeded") -> dict:

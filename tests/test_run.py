@@ -189,7 +189,7 @@ def test_docker_unreachable_is_a_clear_error(project: Path) -> None:
 def test_two_runs_at_once_both_succeed_with_distinct_ids(project: Path) -> None:
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "harness.cli", "run", "--json"],
+            [sys.executable, "-m", "harness", "run", "--json"],
             cwd=project,
             env=cli_env(),
             stdout=subprocess.PIPE,
@@ -207,7 +207,7 @@ def test_two_runs_at_once_both_succeed_with_distinct_ids(project: Path) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupt_stops_the_container_and_records_the_run_as_interrupted(project: Path, signum: int) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "run", "-p", "sleep=60"],
+        [sys.executable, "-m", "harness", "run", "-p", "sleep=60"],
         cwd=project,
         env=cli_env(),
         stdout=subprocess.PIPE,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import DataError, NotFound, StoreCorruption
-from harness.snapshot import (
+from harness.storage.snapshot import (
     Entry,
     Snapshot,
     diff,
@@ -23,7 +23,7 @@ from harness.snapshot import (
     snapshot_tree,
     verify_snapshot,
 )
-from harness.store import Store
+from harness.storage.store import Store
 
 PAST_NS = 1_600_000_000 * 10**9  # an mtime well outside the stat cache's "racy" window
 IS_ROOT = os.geteuid() == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import NotFound, StoreCorruption
-from harness.store import Store
+from harness.storage.store import Store
 
 
 @pytest.fixture

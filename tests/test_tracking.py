@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.tracking import HELPER, params_usage, read_metrics, with_pythonpath
+from harness.runs.tracking import HELPER, params_usage, read_metrics, with_pythonpath
 
 PARAMS = {"lr": 0.1, "model": {"depth": 3, "kind": "tree"}, "lags": [1, 2], "oversample": True, "empty": {}}
 

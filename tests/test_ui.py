@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from harness.errors import HarnessError
-from harness.records import SCHEMA, Records
-from harness.ui import UiServer, make_server
+from harness.runs.records import SCHEMA, Records
+from harness.ui.server import UiServer, make_server
 from tests.projects import cli_env
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -148,7 +148,7 @@ def test_serves_only_its_own_files_to_loopback_hosts(server: UiServer) -> None:
 def test_cli_prints_the_url_and_stops_cleanly_on_ctrl_c(tmp_path: Path, runs: Any) -> None:
     (tmp_path / "harness.toml").write_text('name = "bikes"\n')
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "ui", "--no-open", "-C", str(tmp_path)],
+        [sys.executable, "-m", "harness", "ui", "--no-open", "-C", str(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import CodeError
-from harness.vcs import CODE_MTIME, Repository
+from harness.project.vcs import CODE_MTIME, Repository
 from tests.projects import commit_all, git, make_repo
 
 

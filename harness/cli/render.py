@@ -1,0 +1,177 @@
+"""Text renderings of records for people: the run summary and `show` (the `ls` table is in table.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from harness.flatten import flat
+
+
+def _short(digest: str | None, n: int = 12) -> str:
+    if not digest:
+        return "-"
+    return digest.split(":", 1)[-1][:n]
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+def _kv(values: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_fmt_value(v)}" for k, v in flat(values).items()) or "-"
+
+
+def _status(record: dict[str, Any]) -> str:
+    status = str(record["status"])
+    if record["status"] == "failed" and record.get("exit_code") is not None:
+        status += f"({record['exit_code']})"
+    return status
+
+
+def run_summary(record: dict[str, Any]) -> str:
+    code = record["code"]
+    lines = [
+        f"run {record['id']} {_status(record)} in {record.get('duration_s') or 0:.1f}s"
+        + ("  [DIRTY]" if code.get("dirty") else ""),
+        f"  commit   {code['commit'][:12]}" + (" + uncommitted changes" if code.get("dirty") else ""),
+        f"  image    {_short(record['environment']['image_id'])}",
+        f"  data     {_short(record['data'].get('snapshot'))} ({record['data'].get('files', 0)} files)",
+        f"  outputs  {len(record['outputs']['files'])} files",
+    ]
+    if record.get("metrics"):
+        lines.append(f"  metrics  {_kv(record['metrics'])}")
+    if record.get("metrics_error"):
+        lines.append(f"  warning  {record['metrics_error']}")
+    if record.get("params_unread"):
+        # Only known when the code loaded its params through harness_params (params_read is not null).
+        unread = ", ".join(record["params_unread"])
+        lines.append(f"  warning  params set but never read by the code: {unread} (is it passed to the model?)")
+    lines.append(f"  details  harness show {record['id']}")
+    return "\n".join(lines)
+
+
+def _unread(record: dict[str, Any]) -> str:
+    if record.get("params_read") is None:
+        return "not known (the code did not load its params through harness_params)"
+    return ", ".join(record.get("params_unread") or []) or "none: the code read every param"
+
+
+def show_record(record: dict[str, Any]) -> str:
+    code, env, data, outputs = record["code"], record["environment"], record["data"], record["outputs"]
+    rows: list[tuple[str, str]] = [
+        ("run", f"{record['id']}  {record.get('name') or ''}"),
+        ("status", _status(record) + ("  [DIRTY: ran uncommitted changes]" if code.get("dirty") else "")),
+        ("started", f"{record.get('started_at')}  ({record.get('duration_s')} s)"),
+        ("command", " ".join(record["command"])),
+        ("commit", f"{code['commit']}  {code.get('subject') or ''}"),
+        ("tree", code["tree"] + (f"  (project path {code['project_path']})" if code.get("project_path") else "")),
+    ]
+    if code.get("dirty"):
+        rows.append(("changes", ", ".join(f"{c['status']} {c['path']}" for c in code.get("changes", []))))
+        rows.append(("diff", f"object {code.get('diff')}"))
+    rows += [
+        ("image", f"{env['image_id']}  (python {env.get('python')}, {len(env.get('packages', []))} packages)"),
+        ("manifest", str(env.get("manifest_digest"))),
+        ("lock", str(env.get("lock_digest"))),
+        ("data", f"{data.get('snapshot')}  {data.get('files', 0)} files, {data.get('bytes', 0):,} bytes at /data"),
+        ("params", _kv(record.get("params") or {})),
+        ("unread", _unread(record)),
+        ("metrics", _kv(record.get("metrics") or {})),
+    ]
+    text = "\n".join(f"{k:9} {v}" for k, v in rows)
+    if outputs["files"]:
+        text += "\noutputs\n" + "\n".join(f"  {sha[:16]}  {path}" for path, sha in sorted(outputs["files"].items()))
+    if record.get("error"):
+        text += f"\nerror     {record['error'].get('message')}"
+    return text
+
+
+def _value(value: Any) -> str:
+    return "-" if value is None else _fmt_value(value)
+
+
+def output_comparison(outputs: dict[str, Any], old_label: str, new_label: str) -> list[str]:
+    lines: list[str] = []
+    exit_code = outputs["exit_code"]
+    if exit_code["old"] != exit_code["new"]:
+        lines.append(f"exit code: {_value(exit_code['old'])} ({old_label}) vs {_value(exit_code['new'])} ({new_label})")
+    for f in outputs["files"]:
+        old, new = f["old"], f["new"]
+        lines.append(
+            f"{f['status']:8} {f['path']}  {old_label}: {_short(old['sha256'], 16)} ({_value(old['size'])} bytes)"
+            f"  {new_label}: {_short(new['sha256'], 16)} ({_value(new['size'])} bytes)"
+        )
+        if f.get("diff"):
+            lines.extend("    " + line for line in f["diff"].splitlines())
+    if outputs["metrics"]:
+        width = max(7, *(len(m["key"]) for m in outputs["metrics"]))
+        lines.append(f"{'metrics':{width}}  {old_label:>14}  {new_label:>14}")
+        for m in outputs["metrics"]:
+            lines.append(f"{m['key']:{width}}  {_value(m['old']):>14}  {_value(m['new']):>14}")
+    return lines
+
+
+def input_comparison(inputs: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for section, detail in inputs["differences"].items():
+        if section == "params":
+            for p in detail:
+                lines.append(f"params   {p['key']}: {_value(p['old'])} -> {_value(p['new'])}")
+        elif section == "runtime":
+            for r in detail:
+                lines.append(f"runtime  {r['key']}: {_value(r['old'])} -> {_value(r['new'])}")
+        elif section == "data":
+            changed = {k: detail.get(k) for k in ("added", "removed", "changed") if detail.get(k)}
+            files = "; ".join(f"{k}: {', '.join(v[:5])}" + (" ..." if len(v) > 5 else "") for k, v in changed.items())
+            snap = detail["snapshot"]
+            lines.append(f"data     {_short(snap['old'])} -> {_short(snap['new'])}" + (f"  ({files})" if files else ""))
+        elif section == "environment":
+            img = detail["image_id"]
+            lines.append(f"image    {_short(img['old'])} -> {_short(img['new'])}")
+            for p in detail["packages"]:
+                lines.append(f"         {p['name']}: {_value(p['old'])} -> {_value(p['new'])}")
+        elif section == "code":
+            for key in ("commit", "tree", "dirty", "patch"):
+                if key in detail:
+                    lines.append(f"code     {key}: {_value(detail[key]['old'])} -> {_value(detail[key]['new'])}")
+            if "note" in detail:
+                lines.append(f"         ({detail['note']})")
+        elif section == "command":
+            lines.append(f"command  {' '.join(detail['old'])} -> {' '.join(detail['new'])}")
+    return lines
+
+
+def rebuild_report(result: dict[str, Any]) -> str:
+    head = f"rebuild {result['rebuild']} of run {result['original']}: "
+    outputs = result["outputs"]
+    if result["identical"]:
+        return head + f"IDENTICAL: {outputs['same_files']} output files, exit code and metrics match bit for bit"
+    lines = [head + "DIFFERENT"]
+    lines += ["  " + line for line in output_comparison(outputs, "original", "rebuild")]
+    inputs = input_comparison(result["inputs"])
+    if inputs:
+        lines.append("  inputs that differ from the original run:")
+        lines += ["    " + line for line in inputs]
+    else:
+        lines.append("  every recorded input was the same: the code itself is not deterministic")
+        lines.append("  (wall-clock time, unseeded randomness, thread scheduling); fix the seed through a param")
+    return "\n".join(lines)
+
+
+def runs_diff(result: dict[str, Any]) -> str:
+    a, b = result["a"], result["b"]
+    if result["identical"]:
+        return f"runs {a} and {b}: same inputs, same outputs"
+    lines = [f"runs {a} -> {b}"]
+    inputs = input_comparison(result["inputs"])
+    lines.append("inputs:" if inputs else "inputs: identical")
+    lines += ["  " + line for line in inputs]
+    outputs = output_comparison(result["outputs"], a, b)
+    lines.append("outputs:" if outputs else "outputs: identical")
+    lines += ["  " + line for line in outputs]
+    return "\n".join(lines)

@@ -1,0 +1,208 @@
+"""``harness verify``: re-hash store objects and name what uses any that no longer match their names.
+
+Two scopes: the whole project store (every object present, plus every object a run record or a registered
+snapshot refers to, so a deleted object is reported too), or the objects one run uses (its data snapshot and
+files, code archive, uncommitted changes, lock, outputs). What uses an object is read from the run records and the
+snapshot registry, so a damaged object is reported with the data paths, outputs or runs that depend on it.
+
+Verification only reads, with one exception: the stat cache forgets the files whose objects are damaged, so the
+next snapshot of the original data re-reads them and the store replaces the damaged objects (see Store._intact).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import closing
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.digests import CHUNK
+from harness.errors import HarnessError, NotFound, StoreCorruption
+from harness.paths import Layout
+from harness.runs.records import Records
+from harness.storage.datasets import known
+from harness.storage.snapshot import Progress, load_snapshot
+from harness.storage.store import Store, is_digest
+
+_WORKERS = min(8, (os.cpu_count() or 1) + 2)
+
+
+@dataclass(frozen=True)
+class Problem:
+    digest: str
+    problem: str  # "changed": bytes no longer hash to the name; "missing": referred to but absent
+    path: str
+    used_by: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"object": self.digest, "problem": self.problem, "path": self.path, "used_by": list(self.used_by)}
+
+
+@dataclass(frozen=True)
+class Report:
+    scope: str  # "store" or "run <id>"
+    checked: int
+    bytes: int
+    problems: tuple[Problem, ...]
+
+    @property
+    def exit_code(self) -> int:
+        if any(p.problem == "changed" for p in self.problems):
+            return StoreCorruption.exit_code
+        return NotFound.exit_code if self.problems else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scope": self.scope,
+            "ok": not self.problems,
+            "checked": self.checked,
+            "bytes": self.bytes,
+            "problems": [p.to_dict() for p in self.problems],
+            "exit_code": self.exit_code,
+        }
+
+
+@dataclass
+class _Uses:
+    store: Store
+    by_object: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, digest: object, label: str) -> None:
+        if isinstance(digest, str) and is_digest(digest):
+            self.by_object.setdefault(digest, []).append(label)
+
+    def run(self, record: dict[str, Any]) -> None:
+        rid = record.get("id")
+        code = record.get("code") or {}
+        self.add(code.get("archive"), f"code archive of run {rid}")
+        self.add(code.get("diff"), f"diff text of run {rid}")
+        patch = code.get("patch")
+        self.add(patch, f"uncommitted changes of run {rid}")
+        if isinstance(patch, str) and is_digest(patch):
+            try:
+                files = self.store.read_json(patch)["files"]
+                for path, entry in files.items():
+                    self.add(entry.get("sha256"), f"uncommitted file {path} of run {rid}")
+            except (HarnessError, ValueError, KeyError, TypeError, AttributeError):
+                pass  # a damaged or missing patch manifest is reported as itself
+        self.add((record.get("environment") or {}).get("lock_object"), f"lock of run {rid}")
+        self.add((record.get("runtime") or {}).get("params_helper"), f"params helper module of run {rid}")
+        outputs = record.get("outputs") or {}
+        self.add(outputs.get("manifest"), f"outputs manifest of run {rid}")
+        for path, sha in (outputs.get("files") or {}).items():
+            self.add(sha, f"output {path} of run {rid}")
+
+    def snapshot(self, digest: str, runs: Iterable[str]) -> None:
+        users = sorted(set(runs))
+        who = f"; runs {', '.join(users)}" if users else ""
+        self.add(digest, f"manifest of data snapshot {digest[:12]}{who}")
+        try:
+            snap = load_snapshot(self.store, digest)
+        except HarnessError:
+            return  # a damaged or missing manifest is reported as itself
+        for e in snap.entries:
+            if e.kind == "file":
+                self.add(e.sha256, f"data {e.path} (snapshot {digest[:12]}{who})")
+
+
+def _snapshot_runs(records: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
+    by_snapshot: dict[str, list[str]] = {}
+    for r in records:
+        digest = (r.get("data") or {}).get("snapshot")
+        if isinstance(digest, str) and is_digest(digest):
+            by_snapshot.setdefault(digest, []).append(str(r.get("id")))
+    return by_snapshot
+
+
+def _uses(layout: Layout, store: Store, run: str | None) -> tuple[str, _Uses]:
+    records = Records(layout.runs, layout.index)
+    uses = _Uses(store)
+    if run is not None:
+        record = records.read(run)
+        uses.run(record)
+        for digest, runs in _snapshot_runs([record]).items():
+            uses.snapshot(digest, runs)
+        return f"run {record['id']}", uses
+    all_records = list(records.iter_records())
+    for record in all_records:
+        uses.run(record)
+    by_snapshot = _snapshot_runs(all_records)
+    for k in known(layout):
+        by_snapshot.setdefault(k.digest, [])
+    for digest, runs in by_snapshot.items():
+        uses.snapshot(digest, runs)
+    return "store", uses
+
+
+def _hash(path: str, counter: list[int]) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            hasher.update(chunk)
+            counter.append(len(chunk))  # list.append is atomic; the caller sums
+    return hasher.hexdigest()
+
+
+def _rehash(store: Store, digests: list[str], progress: Progress | None) -> tuple[dict[str, str], int, int]:
+    """digest -> "changed" | "missing" for the bad ones; also (checked, bytes)."""
+    bad: dict[str, str] = {}
+    sizes: dict[str, int] = {}
+    for d in digests:
+        try:
+            sizes[d] = os.stat(store.path(d)).st_size
+        except FileNotFoundError:
+            bad[d] = "missing"
+    total = sum(sizes.values())
+    counter: list[int] = []
+    pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="harness-verify")
+    try:
+        futures: dict[Future[str], str] = {pool.submit(_hash, str(store.path(d)), counter): d for d in sizes}
+        pending: set[Future[str]] = set(futures)
+        while pending:
+            pending = wait(pending, timeout=0.1).not_done
+            if progress:
+                progress(min(sum(counter), total), total)
+        for future, d in futures.items():
+            try:
+                if future.result() != d:
+                    bad[d] = "changed"
+            except FileNotFoundError:
+                bad[d] = "missing"  # removed while we looked
+            except OSError:
+                bad[d] = "changed"  # unreadable: it cannot be used either
+    finally:
+        pool.shutdown(cancel_futures=True)
+    if progress:
+        progress(total, total)
+    return bad, len(sizes), total
+
+
+def _forget_cached_hashes(layout: Layout, digests: list[str]) -> None:
+    """Drop stat-cache rows that point at damaged objects, so the next snapshot re-reads those files and stores
+    them again (which replaces the damaged object). NOTE: the table is snapshot.py's ``stat_v1``; a cache that
+    cannot be opened only means the rows stay, which `harness data snapshot` after moving the object aside fixes."""
+    if not digests or not layout.stat_cache.exists():
+        return
+    try:
+        with closing(sqlite3.connect(layout.stat_cache, timeout=30)) as db, db:
+            db.executemany("DELETE FROM stat_v1 WHERE sha256 = ?", [(d,) for d in digests])
+    except sqlite3.Error:
+        pass
+
+
+def verify(layout: Layout, run: str | None = None, progress: Progress | None = None) -> Report:
+    """Re-hash every object of the project store (or the objects one run uses) and name what uses the bad ones."""
+    store = Store(layout.objects)
+    scope, uses = _uses(layout, store, run)
+    digests = sorted(uses.by_object) if run is not None else sorted(set(store) | set(uses.by_object))
+    bad, checked, size = _rehash(store, digests, progress)
+    _forget_cached_hashes(layout, [d for d, what in bad.items() if what == "changed"])
+    problems = tuple(
+        Problem(d, what, str(store.path(d)), tuple(sorted(set(uses.by_object.get(d, [])))))
+        for d, what in sorted(bad.items())
+    )
+    return Report(scope=scope, checked=checked, bytes=size, problems=problems)

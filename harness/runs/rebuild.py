@@ -1,0 +1,260 @@
+"""`harness rebuild RUN`: re-execute a run from its record and the stores alone, then compare.
+
+Every input comes from the record: the image (present, else loaded from the cache's objects, else rebuilt from
+the recorded recipe and lock and required to match), the code (the stored archive of the commit's tree, so a
+commit that is gone from the repository still rebuilds), a dirty run's stored changes, the data snapshot, the
+params, the command and the runtime settings. Everything is checked before the run starts, so a missing or
+tampered object is named and never used.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.docker.engine import Engine
+from harness.env import images, oci
+from harness.env.environment import Environment
+from harness.env.imageload import load_image
+from harness.env.lockfile import Lock
+from harness.env.recipe import Recipe
+from harness.errors import EnvironmentBuildError, HarnessError, NotFound, StoreCorruption
+from harness.paths import Layout
+from harness.project import codebase
+from harness.project.config import project_layout
+from harness.project.params import Params
+from harness.runs import tracking
+from harness.runs.compare import InputComparison, OutputComparison, compare_inputs, compare_outputs
+from harness.runs.hostinfo import host_facts
+from harness.runs.records import Records
+from harness.runs.runner import Inputs, Reporter, execute
+from harness.storage import snapshot
+from harness.storage.store import Store
+
+REBUILD_DIFFERS_EXIT_CODE = 1
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    original: dict[str, Any]
+    record: dict[str, Any]
+    outputs: OutputComparison
+    inputs: InputComparison
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.outputs.identical else REBUILD_DIFFERS_EXIT_CODE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "original": self.original["id"],
+            "rebuild": self.record["id"],
+            "identical": self.outputs.identical,
+            "outputs": self.outputs.to_dict(),
+            "inputs": self.inputs.to_dict(),
+            "status": self.record["status"],
+            "duration_s": self.record.get("duration_s"),
+        }
+
+
+def rebuild(project_dir: Path, ref: str, reporter: Reporter, engine: Engine | None = None) -> RebuildResult:
+    layout = project_layout(project_dir)
+    records = Records(layout.runs, layout.index)
+    original = records.read(ref)
+    if original["status"] == "running":
+        raise HarnessError(f"run {original['id']} is still running", "rebuild it after it has finished")
+    store = Store(layout.objects)
+    engine = engine or Engine.connect()
+
+    reporter.progress(f"rebuilding run {original['id']} ({original.get('name')})")
+    archive, patch = _code(original, store, layout)
+    data = _data(original, store)
+    _environment(original, layout, store, engine, reporter)
+
+    record = _new_record(original, host_facts(engine.version()))
+    runtime = original.get("runtime") or {}
+    inputs = Inputs(
+        layout=layout,
+        command=tuple(original["command"]),
+        params=Params(
+            values=original["params"],
+            sources=original.get("params_sources") or {},
+            configs=tuple(original.get("configs") or ()),
+        ),
+        commit_time=_commit_time(original),
+        threads=int(runtime.get("threads") or (original.get("config") or {}).get("threads") or 1),
+        extra_env=dict((original.get("config") or {}).get("env") or {}),
+        archive=archive,
+        patch=patch,
+        data=data,
+        image_id=original["environment"]["image_id"],
+        helper=_helper(runtime, store),
+    )
+    result = execute(inputs, record, engine, reporter)
+    return RebuildResult(
+        original=original,
+        record=result.record,
+        outputs=compare_outputs(original, result.record, store),
+        inputs=compare_inputs(original, result.record, store),
+    )
+
+
+def _new_record(original: dict[str, Any], host: dict[str, Any]) -> dict[str, Any]:
+    record = copy.deepcopy(original)
+    for key in ("runtime", "error", "metrics_error", "finished_at", "duration_s", "started_at"):
+        record.pop(key, None)
+    record.update(
+        {
+            "id": None,
+            "status": "running",
+            "exit_code": None,
+            "outputs": {"manifest": None, "files": {}, "bytes": 0},
+            "metrics": {},
+            "host": host,
+            "rebuild_of": original["id"],
+        }
+    )
+    return record
+
+
+def _commit_time(original: dict[str, Any]) -> int:
+    code = original["code"]
+    if code.get("committed_at_epoch") is not None:
+        return int(code["committed_at_epoch"])
+    env = (original.get("runtime") or {}).get("env") or {}
+    if "SOURCE_DATE_EPOCH" in env:
+        return int(env["SOURCE_DATE_EPOCH"])
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(str(code["committed_at"]).replace("Z", "+00:00")).timestamp())
+
+
+def _code(original: dict[str, Any], store: Store, layout: Layout) -> tuple[str, str | None]:
+    code = original["code"]
+    archive = code["archive"]
+    if not store.has(archive):
+        archive = _re_export(code, store, layout)
+    _require(store, archive, f"the code archive of commit {code['commit'][:12]} (tree {code['tree'][:12]})")
+    patch = code.get("patch")
+    if patch:
+        _require(store, patch, "the recorded uncommitted changes of this dirty run")
+        for path, entry in store.read_json(patch)["files"].items():
+            if "sha256" in entry:
+                _require(store, entry["sha256"], f"the uncommitted version of {path}")
+    return archive, patch
+
+
+def _re_export(code: dict[str, Any], store: Store, layout: Layout) -> str:
+    """The archive object is gone: export the same tree again from the repository, if it still has it."""
+    from harness.project.vcs import Repository
+
+    try:
+        repo = Repository.open(layout.project)
+        return codebase.archive_tree(repo, code["tree"], store, layout.store / "code")
+    except HarnessError:
+        raise NotFound(
+            f"the code of this run is gone: object {code['archive']} (the archive of tree {code['tree']}) is not in "
+            f"the store, and the repository does not have commit {code['commit']}",
+            f"fetch the commit back (`git fetch <remote> {code['commit']}`) or restore the store's objects/ "
+            "from a backup, then rebuild again",
+        ) from None
+
+
+def _data(original: dict[str, Any], store: Store) -> snapshot.Snapshot:
+    digest = original["data"]["snapshot"]
+    data = snapshot.load_snapshot(store, digest)
+    bad = snapshot.verify_snapshot(store, digest)
+    if bad:
+        sources = ", ".join(f"{k} = {v}" for k, v in (original["data"].get("sources") or {}).items())
+        missing = [p for p in bad if not _object_present(store, data, p)]
+        listed = "\n".join(f"  {p}{' (missing)' if p in missing else ' (bytes changed)'}" for p in bad[:20])
+        error = StoreCorruption if len(missing) < len(bad) else NotFound
+        raise error(
+            f"data snapshot {digest[:12]} cannot be used; nothing was run. These files' objects are "
+            f"missing or no longer match their hashes:\n{listed}",
+            f"re-snapshot the original data ({sources or 'the paths the run used'}) with identical content to "
+            "restore the objects (`harness run` or `harness data snapshot` does this); check the rest with "
+            "`harness verify`",
+        )
+    return data
+
+
+def _object_present(store: Store, data: snapshot.Snapshot, path: str) -> bool:
+    for entry in data.entries:
+        if entry.path == path and entry.sha256:
+            return store.has(entry.sha256)
+    return False
+
+
+def _environment(original: dict[str, Any], layout: Layout, store: Store, engine: Engine, reporter: Reporter) -> None:
+    env_section = original["environment"]
+    image_id = env_section["image_id"]
+    if engine.has_image(image_id):
+        return
+    env = Environment.from_dict(env_section)
+    cache = Store(layout.cache_objects)
+    recipe = _recipe(env.base)
+    if not oci.missing_objects(cache, env.parts):
+        reporter.progress(f"loading image {image_id[:19]} from the store")
+        load_image(cache, env.parts, env.image_ref, layout, engine, recipe.source_date_epoch)
+        if not engine.has_image(image_id):
+            raise EnvironmentBuildError(f"loading the stored archive did not give image {image_id}")
+        return
+    lock_object = env_section.get("lock_object")
+    if not lock_object or not store.has(lock_object):
+        raise NotFound(
+            f"image {image_id} is not in the engine, its archive is not in the cache ({layout.cache}), and the "
+            "record has no stored lock to rebuild it from",
+            "restore the cache (HARNESS_CACHE) from a backup, or load the image with `docker load`",
+        )
+    reporter.progress(f"image {image_id[:19]} is not stored; rebuilding it from recipe {recipe.name!r} and the lock")
+    lock = Lock.from_dict(store.read_json(lock_object))
+    rebuilt = images.ensure_environment(recipe, lock, layout, engine, reporter.progress)
+    if rebuilt.image_id != image_id:
+        raise EnvironmentBuildError(
+            f"rebuilding the environment from its recipe gave image {rebuilt.image_id}, not the recorded {image_id}",
+            "the Debian archive behind the recipe has moved on since the run (pin a snapshot mirror in the "
+            "recipe to prevent this); restore the original image archive into the cache to rebuild bit for bit",
+        )
+
+
+def _recipe(base: dict[str, Any]) -> Recipe:
+    return Recipe(
+        name=str(base.get("name", "recorded")),
+        # A digest-pinned base (pinnedbase.py) records no suite, variant or packages.
+        suite=str(base.get("suite", "")),
+        variant=str(base.get("variant", "")),
+        packages=tuple(base.get("packages", ())),
+        python=str(base["python"]),
+        platform=str(base["platform"]),
+        architecture=str(base["architecture"]),
+        source_date_epoch=int(base["source_date_epoch"]),
+        mirror=base.get("mirror"),
+        pinned=base.get("pinned"),
+        pinned_layers=tuple(base.get("diff_ids", ())),
+    )
+
+
+def _helper(runtime: dict[str, Any], store: Store) -> str:
+    """The params helper the original run mounted; records from before it was recorded get today's."""
+    recorded = runtime.get("params_helper")
+    if not recorded:
+        return tracking.store_helper(store)
+    _require(store, recorded, "the params helper module (harness_params) of the run")
+    return str(recorded)
+
+
+def _require(store: Store, digest: str, what: str) -> None:
+    if not store.has(digest):
+        raise NotFound(
+            f"{what} is missing from the store: object {digest}; nothing was run",
+            "restore the store's objects/ from a backup, or re-run the original commit with `harness run`",
+        )
+    if not store.verify(digest):
+        raise StoreCorruption(
+            f"{what} was tampered with: object {digest} no longer matches its hash; nothing was run",
+            "the object was kept for inspection; restore it from a backup or re-create it by running the commit "
+            "again, then `harness verify`",
+        )

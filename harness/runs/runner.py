@@ -1,0 +1,420 @@
+"""One run, start to finish: code -> environment -> data -> container -> record.
+
+Core code: it reports through a :class:`Reporter` and raises :class:`HarnessError`; it never prints or exits.
+Everything that decides what the run computes is read from the commit being run (config, params file, lock);
+only data comes from the working tree, and it is snapshotted by content.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from harness.docker.engine import ContainerInterrupted, ContainerSpec, Engine, Mount
+from harness.env import images, lockfile
+from harness.env.environment import Environment
+from harness.env.lockfile import check_lock_current
+from harness.env.recipe import load_recipe
+from harness.errors import INTERRUPTED_EXIT_CODE, CodeError, ConfigError, DirtyTreeError, HarnessError
+from harness.paths import Layout, in_ci
+from harness.project import codebase
+from harness.project.config import ProjectConfig, find_config_file, parse_config
+from harness.project.params import Params, load_named_configs, merge_params
+from harness.project.vcs import Change, CommitInfo, Repository
+from harness.runs import tracking
+from harness.runs.hostinfo import host_facts
+from harness.runs.records import SCHEMA, Records, RunPaths
+from harness.storage import datasets, snapshot
+from harness.storage.outputs import store_outputs
+from harness.storage.store import Store
+
+NOBODY = "65534:65534"
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+MAX_LISTED_CHANGES = 20
+
+
+class Reporter(Protocol):
+    def progress(self, message: str) -> None: ...
+    def output(self, stream: str, chunk: bytes) -> None: ...
+    def started(self, run_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    project_dir: Path
+    rev: str = "HEAD"
+    allow_dirty: bool = False
+    configs: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    name: str | None = None
+    command: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    record: dict[str, Any]
+
+    @property
+    def exit_code(self) -> int:
+        if self.record["status"] == "interrupted":
+            return INTERRUPTED_EXIT_CODE
+        return int(self.record["exit_code"])
+
+
+@dataclass(frozen=True)
+class Project:
+    """A project at one commit: what the run will compute, fully resolved, before anything runs."""
+
+    layout: Layout
+    repo: Repository
+    commit: CommitInfo
+    config: ProjectConfig
+    params: Params
+    lock: lockfile.Lock
+    changes: tuple[Change, ...]  # non-empty only for a dirty run
+
+
+def load_project(request: RunRequest) -> Project:
+    config_file = find_config_file(request.project_dir.resolve())
+    root = config_file.parent
+    layout = Layout.for_project(root)
+    repo = Repository.open(root)
+    commit = repo.resolve(request.rev)
+    changes = _check_clean(repo, commit, request, layout)
+
+    def committed(rel: str, what: str) -> str:
+        if changes:
+            path = root / rel
+            if not path.is_file():
+                raise ConfigError(f"{what} {rel} does not exist in {root}")
+            return path.read_text(encoding="utf-8")
+        text = repo.read_file(commit.commit, rel)
+        if text is None:
+            raise ConfigError(
+                f"{what} {rel} is not in commit {commit.commit[:12]}",
+                f"commit it (`git add {rel} && git commit`): harness runs only what is committed",
+            )
+        return text
+
+    config = parse_config(committed(config_file.name, "config file"), config_file, root)
+    named = {}
+    if config.params_file:
+        named = load_named_configs(committed(config.params_file, "params file"), config.params_file)
+    params = merge_params(config.params, named, request.configs, request.overrides, config.params_file)
+    lock = lockfile.parse_lock(committed(config.lock, "lock file"), Path(config.lock))
+    if config.requirements:
+        check_lock_current(lock, committed(config.requirements, "requirements file"), config.requirements)
+    return Project(layout, repo, commit, config, params, lock, tuple(changes))
+
+
+def _check_clean(repo: Repository, commit: CommitInfo, request: RunRequest, layout: Layout) -> list[Change]:
+    if request.allow_dirty and not commit.is_head:
+        raise CodeError(
+            f"--allow-dirty runs the working tree, which is based on HEAD, not {request.rev}",
+            f"drop --allow-dirty to run {request.rev} exactly as committed, or check it out first",
+        )
+    if not commit.is_head:
+        return []  # another commit runs exactly as committed; the working tree plays no part
+    changes = repo.changes(exclude=[layout.store])
+    if not changes:
+        return []
+    listed = "\n".join(f"  {c.status:10} {c.path}" for c in changes[:MAX_LISTED_CHANGES])
+    more = f"\n  ... and {len(changes) - MAX_LISTED_CHANGES} more" if len(changes) > MAX_LISTED_CHANGES else ""
+    if request.allow_dirty and in_ci():
+        raise DirtyTreeError(
+            f"the working tree has uncommitted changes, and CI never runs a dirty tree:\n{listed}{more}",
+            "commit the changes in the pipeline before `harness run`, or fix the step that modifies the checkout",
+        )
+    if not request.allow_dirty:
+        raise DirtyTreeError(
+            f"the working tree has uncommitted changes:\n{listed}{more}",
+            "commit them (`git add -A && git commit`), add them to .gitignore, or run with --allow-dirty to run "
+            "the working tree as it is (the diff is stored and the run is marked dirty)",
+        )
+    return changes
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything the container needs, resolved: from a project at a commit (run) or from a record (rebuild)."""
+
+    layout: Layout
+    command: tuple[str, ...]
+    params: Params
+    commit_time: int  # SOURCE_DATE_EPOCH
+    threads: int
+    extra_env: dict[str, str]
+    archive: str  # code archive object
+    patch: str | None  # dirty-run patch manifest object
+    data: snapshot.Snapshot
+    image_id: str
+    helper: str  # the params helper module's object: what `import harness_params` ran
+
+
+def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -> RunResult:
+    project = load_project(request)
+    layout = project.layout
+    store = Store(layout.objects)
+    engine = engine or Engine.connect()
+    host = host_facts(engine.version())
+
+    # A project recipe (images/<base>.toml) comes from the commit being run, like the config and the lock; a dirty
+    # run reads the working tree, which is what it runs.
+    committed_file = None if project.changes else (lambda rel: project.repo.read_file(project.commit.commit, rel))
+    recipe = load_recipe(project.config.base, layout.project, read=committed_file)
+    environment = images.ensure_environment(recipe, project.lock, layout, engine, reporter.progress)
+
+    reporter.progress("hashing code")
+    archive = codebase.archive_tree(project.repo, project.commit.tree, store, layout.store / "code")
+    patch = codebase.capture_dirty(project.repo, list(project.changes), store) if project.changes else None
+
+    data = snapshot.snapshot_roots(
+        {d.name: d.path for d in project.config.data},
+        store,
+        layout.stat_cache,
+        progress=_byte_progress(reporter, "snapshotting data"),
+    )
+    record = _initial_record(request, project, environment, archive, patch, data, host)
+    # The lock itself, so a rebuild can rebuild the image from the recipe if its archive is gone.
+    record["environment"]["lock_object"] = store.put_json(project.lock.to_dict())
+    inputs = Inputs(
+        layout=layout,
+        command=tuple(record["command"]),
+        params=project.params,
+        commit_time=project.commit.time,
+        threads=project.config.threads,
+        extra_env=project.config.env,
+        archive=archive,
+        patch=patch.manifest if patch else None,
+        data=data,
+        image_id=environment.image_id,
+        helper=tracking.store_helper(store),
+    )
+    return execute(inputs, record, engine, reporter)
+
+
+def execute(inputs: Inputs, record: dict[str, Any], engine: Engine, reporter: Reporter) -> RunResult:
+    """Allocate a run, record it, run the container, collect outputs and metrics, finish the record."""
+    layout = inputs.layout
+    store = Store(layout.objects)
+    records = Records(layout.runs, layout.index)
+    paths = records.allocate()
+    started = time.time()
+    record["id"] = paths.id
+    datasets.register(layout, inputs.data, record["data"].get("sources", {}), origin=paths.id)  # for `data ls`
+    record["started_at"] = _iso(started)
+    records.write(record)
+
+    work = layout.work / paths.id
+    try:
+        spec = _prepare(inputs, paths, work, store)
+        record["runtime"] = _runtime(spec, inputs)
+        records.write(record)
+        # Only now: a run that fails while its inputs are checked and laid out never "started".
+        reporter.started(paths.id)
+        reporter.progress(f"running {' '.join(spec.command)}")
+        with open(paths.log, "ab") as log:
+
+            def sink(stream: str, chunk: bytes) -> None:
+                log.write(chunk)
+                log.flush()
+                reporter.output(stream, chunk)
+
+            try:
+                exit_code, _ = engine.run(spec, sink)
+                record["status"] = "succeeded" if exit_code == 0 else "failed"
+                record["exit_code"] = exit_code
+            except ContainerInterrupted:
+                record["status"] = "interrupted"
+                record["exit_code"] = None
+        _collect(record, paths, store, layout)
+    except BaseException as exc:
+        record["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        record.setdefault("exit_code", None)
+        record["error"] = (
+            exc.to_dict() if isinstance(exc, HarnessError) else {"error": type(exc).__name__, "message": str(exc)}
+        )
+        _finish(record, started, records)
+        raise
+    finally:
+        snapshot.remove_materialized(work)  # code, data and params: read-only trees of store hardlinks
+    _finish(record, started, records)
+    return RunResult(record)
+
+
+def _initial_record(
+    request: RunRequest,
+    project: Project,
+    environment: Environment,
+    archive: str,
+    patch: codebase.DirtyPatch | None,
+    data: snapshot.Snapshot,
+    host: dict[str, Any],
+) -> dict[str, Any]:
+    config = project.config
+    commit = project.commit
+    name = request.name or "+".join((config.name, *project.params.configs))
+    return {
+        "schema": SCHEMA,
+        "id": None,
+        "name": name,
+        "status": "running",
+        "exit_code": None,
+        "started_at": None,
+        "finished_at": None,
+        "duration_s": None,
+        "command": list(request.command or config.command),
+        "params": project.params.values,
+        "params_digest": project.params.digest,
+        "params_sources": project.params.sources,
+        "configs": list(project.params.configs),
+        "code": {
+            "commit": commit.commit,
+            "tree": commit.tree,
+            "dirty": patch is not None,
+            "patch": patch.manifest if patch else None,
+            "diff": patch.diff if patch else None,
+            "changes": [c.to_dict() for c in patch.changes] if patch else [],
+            "branch": commit.branch,
+            "remote": commit.remote,
+            "subject": commit.subject,
+            "committed_at": _iso(commit.time),
+            "committed_at_epoch": commit.time,
+            "project_path": project.repo.subdir,
+            "archive": archive,
+        },
+        "environment": environment.to_dict() | {"recipe": config.base, "lock_file": config.lock},
+        "data": data.to_dict()
+        | {"mount": "/data", "sources": {d.name: d.configured for d in config.data}, "read_only": True},
+        "outputs": {"manifest": None, "files": {}, "bytes": 0},
+        "metrics": {},
+        "host": host,
+        "config": config.to_dict(),
+        "rebuild_of": None,
+    }
+
+
+def _prepare(inputs: Inputs, paths: RunPaths, work: Path, store: Store) -> ContainerSpec:
+    work.mkdir(parents=True)
+    codebase.materialize_code(store, inputs.archive, work / "code", inputs.patch)
+    mounts = [Mount(work / "code", "/code")]
+    if inputs.data.entries:
+        snapshot.materialize(store, inputs.data.digest, work / "data")
+        mounts.append(Mount(work / "data", "/data"))
+    (work / "harness").mkdir()
+    (work / "harness" / "params.json").write_text(json.dumps(inputs.params.values, indent=2, sort_keys=True))
+    for path in (work / "harness", work / "harness" / "params.json"):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    mounts.append(Mount(work / "harness", "/harness"))
+    paths.outputs.mkdir()
+    user = None if os.getuid() != 0 else NOBODY
+    if user == NOBODY:
+        os.chmod(paths.outputs, 0o777)  # the container's unprivileged user writes here
+    mounts.append(Mount(paths.outputs, "/outputs", read_only=False))
+    helper_mounts, helper_env = tracking.helper_mounts(
+        store.require(inputs.helper), work / "harness", work / "state", shared=user == NOBODY
+    )
+    mounts += helper_mounts
+    uid_gid = user or f"{os.getuid()}:{os.getgid()}"
+    threads = str(inputs.threads)
+    env = {
+        "HOME": "/tmp",
+        "TZ": "UTC",
+        "LC_ALL": "C.UTF-8",
+        "LANG": "C.UTF-8",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "SOURCE_DATE_EPOCH": str(inputs.commit_time),
+        "MPLCONFIGDIR": "/tmp/matplotlib",
+        "HARNESS_RUN_ID": paths.id,
+        "HARNESS_CODE": "/code",
+        "HARNESS_DATA": "/data",
+        "HARNESS_OUTPUTS": "/outputs",
+        "HARNESS_PARAMS": "/harness/params.json",
+        **{var: threads for var in THREAD_VARS},
+        **inputs.params.env(),
+        **helper_env,
+    }
+    env = tracking.with_pythonpath(env, inputs.extra_env)
+    return ContainerSpec(
+        image=inputs.image_id,
+        command=inputs.command,
+        env=env,
+        mounts=tuple(mounts),
+        workdir="/code",
+        user=uid_gid,
+        labels={"org.harness.run": paths.id},
+        name=f"harness-{paths.id}",
+    )
+
+
+def _runtime(spec: ContainerSpec, inputs: Inputs) -> dict[str, Any]:
+    described = spec.to_dict()
+    return {
+        "user": described["user"],
+        "network": described["network"],
+        "read_only_root": described["read_only_root"],
+        "cap_drop": described["cap_drop"],
+        "security_opt": described["security_opt"],
+        "hostname": described["hostname"],
+        "workdir": described["workdir"],
+        "tmpfs": described["tmpfs"],
+        "mounts": [{"target": m["target"], "read_only": m["read_only"]} for m in described["mounts"]],
+        "env": described["env"],
+        "threads": inputs.threads,
+        "params_helper": inputs.helper,
+    }
+
+
+def _collect(record: dict[str, Any], paths: RunPaths, store: Store, layout: Layout) -> None:
+    os.chmod(paths.outputs, 0o755)
+    outputs = store_outputs(paths.outputs, store)
+    record["outputs"] = {
+        "manifest": outputs.digest,
+        "files": {e.path: e.sha256 for e in outputs.entries if e.kind == "file"},
+        "bytes": outputs.bytes,
+    }
+    # A rebuild starts from a copy of the original record: what this run reports replaces all of it.
+    for key in ("metrics_error", "metrics_steps", "metrics_steps_object", "params_read_error"):
+        record.pop(key, None)
+    record.update(tracking.read_metrics(paths.outputs, record["outputs"]["files"]))
+    record.update(tracking.params_usage(layout.work / paths.id / "state", record["params"]))
+
+
+def _finish(record: dict[str, Any], started: float, records: Records) -> None:
+    finished = time.time()
+    record["finished_at"] = _iso(finished)
+    record["duration_s"] = round(finished - started, 3)
+    records.write(record)
+
+
+def _byte_progress(reporter: Reporter, label: str) -> Callable[[int, int], None]:
+    state = {"last": 0.0, "start": time.monotonic()}
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        # Only long work gets progress lines; at most two a second.
+        if now - state["start"] < 1.0 or (now - state["last"] < 0.5 and done < total):
+            return
+        state["last"] = now
+        pct = 100 * done / total if total else 100
+        reporter.progress(f"{label}: {done / 1e6:,.0f} / {total / 1e6:,.0f} MB ({pct:.0f}%)")
+
+    return report
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,134 @@
+"""What a run reports back besides its output files: which params its code read, and its metrics.
+
+Params read: harness ships a tiny helper module (harness/runs/incontainer/harness_params.py) that user code may
+import as ``harness_params``. It is copied into the run's read-only /harness mount at /harness/lib, which is
+put on PYTHONPATH, so the locked environment stays as it is; the helper writes the dotted keys the code read
+to /harness/state/params_read.json, a writable mount that is not /outputs (outputs stay the user's). When the
+code never loads it, nothing can be said: the record gets ``params_read: null``.
+
+Metrics: ``metrics.json`` (a flat or nested object) and ``metrics.jsonl`` (one object per step, e.g.
+``{"step": 3, "loss": 0.41}``) in the outputs. The record's ``metrics`` holds the last value of each key over
+the steps, overridden by ``metrics.json``; the steps themselves stay in the output file, so the record only
+counts them (``metrics_steps``) and names the file's object (``metrics_steps_object``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from harness.docker.engine import Mount
+from harness.storage.store import Store
+
+HELPER = Path(__file__).parent / "incontainer" / "harness_params.py"
+LIB_TARGET = "/harness/lib"
+STATE_TARGET = "/harness/state"
+READ_FILE = "params_read.json"
+STEP_KEYS = ("step",)  # the index of a step, not a metric
+
+
+def store_helper(store: Store) -> str:
+    """This harness's params helper as a store object: what a run records and mounts."""
+    return store.put_file(HELPER)[0]
+
+
+def helper_mounts(helper: Path, harness_dir: Path, state_dir: Path, shared: bool) -> tuple[list[Mount], dict[str, str]]:
+    """Put the helper module (``helper``: its store object, recorded as ``runtime.params_helper`` so that a
+    rebuild runs the same helper even under a newer harness) into ``harness_dir`` (mounted read-only at
+    /harness) and make ``state_dir`` the writable /harness/state; ``shared`` when the container runs as another
+    user than harness (it must write there)."""
+    lib = harness_dir / "lib"
+    lib.mkdir()
+    shutil.copyfile(helper, lib / HELPER.name)
+    os.chmod(lib / HELPER.name, 0o644)
+    os.chmod(lib, 0o755)
+    (harness_dir / "state").mkdir(mode=0o755)  # the mount point inside the read-only /harness
+    state_dir.mkdir()
+    if shared:
+        os.chmod(state_dir, 0o777)
+    env = {"PYTHONPATH": LIB_TARGET, "HARNESS_PARAMS_READ": f"{STATE_TARGET}/{READ_FILE}"}
+    return [Mount(state_dir, STATE_TARGET, read_only=False)], env
+
+
+def with_pythonpath(env: dict[str, str], extra: dict[str, str]) -> dict[str, str]:
+    """The configured env over ours, but a configured PYTHONPATH keeps the helper's directory on the path."""
+    merged = {**env, **extra}
+    if "PYTHONPATH" in extra and "PYTHONPATH" in env:
+        merged["PYTHONPATH"] = f"{extra['PYTHONPATH']}:{env['PYTHONPATH']}"
+    return merged
+
+
+def params_usage(state_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """``params_read`` and ``params_unread`` (dotted leaf keys) for the record; both null when the code never
+    loaded the helper, plus ``params_read_error`` when its note cannot be read."""
+    path = state_dir / READ_FILE
+    if not path.is_file():
+        return {"params_read": None, "params_unread": None}
+    try:
+        note = json.loads(path.read_text(encoding="utf-8"))
+        read = {str(k) for k in note["read"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        return {"params_read": None, "params_unread": None, "params_read_error": f"{READ_FILE}: {exc}"}
+    leaves = set(_leaves(params))
+    return {"params_read": sorted(read & leaves), "params_unread": sorted(leaves - read)}
+
+
+def _leaves(values: dict[str, Any], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            out.extend(_leaves(value, f"{prefix}{key}."))
+        else:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def read_metrics(outputs: Path, files: dict[str, str]) -> dict[str, Any]:
+    """The record's ``metrics`` (and ``metrics_steps``, ``metrics_steps_object``, ``metrics_error``) from the
+    outputs; ``files`` maps output paths to their object ids."""
+    found: dict[str, Any] = {"metrics": {}}
+    errors: list[str] = []
+    steps_file = outputs / "metrics.jsonl"
+    if steps_file.is_file():
+        last: dict[str, Any] = {}
+        count = 0
+        with steps_file.open(encoding="utf-8", errors="replace") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    step = json.loads(line)
+                    if not isinstance(step, dict):
+                        raise ValueError("not a JSON object")
+                except ValueError as exc:
+                    errors.append(f"outputs/metrics.jsonl line {number}: {exc}")
+                    continue
+                count += 1
+                _deep_update(last, {k: v for k, v in step.items() if k not in STEP_KEYS})
+        found["metrics"] = last
+        found["metrics_steps"] = count
+        found["metrics_steps_object"] = files.get("metrics.jsonl")
+    summary_file = outputs / "metrics.json"
+    if summary_file.is_file():
+        try:
+            summary = json.loads(summary_file.read_text(encoding="utf-8"))
+            if not isinstance(summary, dict):
+                raise ValueError("not a JSON object")
+            _deep_update(found["metrics"], summary)
+        except ValueError as exc:
+            errors.append(f"outputs/metrics.json: {exc}")
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        found["metrics_error"] = errors[0] + more
+    return found
+
+
+def _deep_update(target: dict[str, Any], layer: dict[str, Any]) -> None:
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value

@@ -1,0 +1,193 @@
+"""`harness ui`: a local, read-only web page over a project's run records.
+
+The server is the standard library's ThreadingHTTPServer bound to 127.0.0.1. It serves one page and its own CSS
+and JS from ``harness/ui/static/`` (nothing is fetched from elsewhere), and a JSON API the page uses:
+
+- ``GET /api/runs[?where=EXPR]``: ``{"runs": [...], "count": N, "total": M, "warnings": [...]}``, newest
+  first. ``where`` is a `harness ls --where` expression (harness.query), evaluated over the full records; a bad
+  one is a 400 with the error's message and hint. Each run is the slice of its record the table needs, in the
+  record's own shape (``code.commit``, ``params.x``, ``metrics.y``).
+- ``GET /api/runs/<id or prefix>``: the full record.
+
+Sorting and comparison happen in the browser over that JSON; filtering asks the server, so the text box speaks
+exactly the language of `harness ls --where`. Requests whose Host header is not the loopback address are
+refused, so a web page elsewhere cannot read the records through DNS rebinding.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from harness.errors import HarnessError, NotFound
+from harness.runs.records import Records
+
+HOST = "127.0.0.1"
+
+_STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+}
+_STATIC_NAME = re.compile(r"^[a-z0-9_-]+\.(?:css|js|html)$")
+# The page loads only its own files: an injected <script> or an external asset would be blocked even if an
+# escaping bug let one through.
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def list_runs(records: Records, where: str = "") -> dict[str, Any]:
+    """The /api/runs document: the table slices of the runs ``where`` selects (all when it is blank)."""
+    everything = records.list()
+    chosen, warnings = everything, []
+    if where.strip():
+        from harness.runs.query import parse_where, suggest, unknown_names
+
+        test = parse_where(where)
+        chosen = [r for r in everything if test(r)]
+        for name in unknown_names(test, everything):
+            close = suggest(name, everything)
+            warnings.append(f"no run has {name}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    return {
+        "runs": [table_slice(r) for r in chosen],
+        "count": len(chosen),
+        "total": len(everything),
+        "warnings": warnings,
+    }
+
+
+def table_slice(record: dict[str, Any]) -> dict[str, Any]:
+    """What the runs table shows of a record (no package lists, output hashes or host facts)."""
+    code = record.get("code") or {}
+    data = record.get("data") or {}
+    env = record.get("environment") or {}
+    return {
+        "id": record.get("id"),
+        "name": record.get("name"),
+        "status": record.get("status"),
+        "exit_code": record.get("exit_code"),
+        "started_at": record.get("started_at"),
+        "finished_at": record.get("finished_at"),
+        "duration_s": record.get("duration_s"),
+        "command": record.get("command"),
+        "configs": record.get("configs"),
+        "params": record.get("params") or {},
+        "metrics": record.get("metrics") or {},
+        "code": {k: code.get(k) for k in ("commit", "dirty", "branch", "subject")},
+        "data": {k: data.get(k) for k in ("snapshot", "files", "bytes")},
+        "environment": {k: env.get(k) for k in ("image_id", "python")},
+        "rebuild_of": record.get("rebuild_of"),
+    }
+
+
+class UiServer(ThreadingHTTPServer):
+    """The UI's HTTP server over one store's records. ``url`` is where it listens."""
+
+    daemon_threads = True  # Ctrl-C must not wait for a browser's keep-alive connection to close
+
+    def __init__(self, records: Records, port: int = 0) -> None:
+        self.records = records
+        super().__init__((HOST, port), _Handler)  # loopback only: the records are not for the network
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}/"
+
+    def allowed_hosts(self) -> set[str]:
+        return {f"{HOST}:{self.port}", f"localhost:{self.port}"}
+
+
+def make_server(records: Records, port: int = 0) -> UiServer:
+    """A server bound to 127.0.0.1 (port 0: a free one); call ``serve_forever()`` and ``server_close()``."""
+    try:
+        return UiServer(records, port)
+    except OSError as exc:
+        raise HarnessError(
+            f"cannot listen on {HOST}:{port}: {exc.strerror or exc}",
+            "choose another --port, or --port 0 for a free one",
+        ) from None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: UiServer
+    server_version = "harness-ui"
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 (the name http.server dispatches to)
+        if self.headers.get("Host", "") not in self.server.allowed_hosts():
+            self._send_json({"error": "Forbidden", "message": "only http://127.0.0.1 may use this server"}, 403)
+            return
+        url = urlsplit(self.path)
+        path = unquote(url.path)
+        if path in ("/", "/index.html"):
+            self._send_static("index.html")
+        elif path.startswith("/static/"):
+            self._send_static(path.removeprefix("/static/"))
+        elif path == "/api/runs":
+            self._api_runs(parse_qs(url.query).get("where", [""])[0])
+        elif path.startswith("/api/runs/"):
+            self._api_run(path.removeprefix("/api/runs/"))
+        else:
+            self._send_json({"error": "NotFound", "message": f"no page {path}"}, 404)
+
+    def _api_runs(self, where: str) -> None:
+        from harness.runs.query import QueryError
+
+        try:
+            document = list_runs(self.server.records, where)
+        except QueryError as exc:
+            self._send_json(exc.to_dict(), 400)
+            return
+        except HarnessError as exc:
+            self._send_json(exc.to_dict(), 500)
+            return
+        self._send_json(document)
+
+    def _api_run(self, ref: str) -> None:
+        if not ref or "/" in ref:
+            self._send_json({"error": "NotFound", "message": f"no run {ref!r}"}, 404)
+            return
+        try:
+            record = self.server.records.read(ref)
+        except HarnessError as exc:
+            self._send_json(exc.to_dict(), 404 if isinstance(exc, NotFound) else 500)
+            return
+        self._send_json(record)
+
+    def _send_static(self, name: str) -> None:
+        if not _STATIC_NAME.match(name):
+            self._send_json({"error": "NotFound", "message": f"no file {name}"}, 404)
+            return
+        resource = resources.files("harness.ui").joinpath("static", name)
+        if not resource.is_file():
+            self._send_json({"error": "NotFound", "message": f"no file {name}"}, 404)
+            return
+        suffix = name[name.rindex(".") :]
+        self._send(resource.read_bytes(), _STATIC_TYPES[suffix])
+
+    def _send_json(self, value: Any, status: int = 200) -> None:
+        self._send(json.dumps(value, sort_keys=True).encode(), "application/json", status)
+
+    def _send(self, body: bytes, content_type: str, status: int = 200) -> None:
+        self.send_response(HTTPStatus(status))
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", _CSP)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the terminal shows the URL, not a line per request."""
