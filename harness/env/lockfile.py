@@ -2,14 +2,12 @@
 
 This module is the lock itself: the requirements it was resolved from, its file format (read, validated,
 written) and what changed between two locks. Resolving requirements into a lock and fetching its wheels is
-harness/wheels.py.
+harness/env/wheels.py.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from tomlkit.exceptions import TOMLKitError
 
 from harness.digests import sha256_json
 from harness.errors import ConfigError, EnvironmentBuildError
+from harness.files import write_text_atomic
 
 LOCK_VERSION = 1
 LOCK_FILENAME = "harness.lock"
@@ -269,15 +268,7 @@ def format_lock(lock: Lock) -> str:
 
 def write_lock(path: Path, lock: Lock) -> None:
     """Write atomically: a reader never sees half a lock."""
-    text = format_lock(lock)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, format_lock(lock))
 
 
 def diff_locks(old: Lock | None, new: Lock) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import CodeError
+from harness.files import write_text_atomic
 from harness.project.vcs import Change, Repository, extract_code
 from harness.storage.store import Store
 
@@ -43,7 +44,7 @@ def archive_tree(repo: Repository, tree: str, store: Store, index_dir: Path) -> 
         digest, _ = store.put_file(tmp)
     finally:
         tmp.unlink(missing_ok=True)
-    _write_atomic(pointer, digest)
+    write_text_atomic(pointer, digest)
     return digest
 
 
@@ -101,9 +102,3 @@ def materialize_code(store: Store, archive: str, dest: Path, patch: str | None =
                 mode = os.stat(path).st_mode
                 os.chmod(path, 0o755 if mode & 0o111 else 0o644)
     return count
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -9,6 +9,7 @@ import tomlkit
 from tomlkit.items import Table
 
 from harness.errors import ConfigError
+from harness.files import write_text_atomic
 from harness.paths import STORE_DIRNAME
 from harness.project.config import find_config_file
 
@@ -70,7 +71,7 @@ def init_project(project: Path, standalone: bool = False) -> list[str]:
                 f"{pyproject}: could not add [tool.harness] without changing existing lines",
                 "write a harness.toml instead: `harness init --harness-toml`",
             )
-        pyproject.write_text(new_text, encoding="utf-8")
+        write_text_atomic(pyproject, new_text)
         done.append(f"added a [tool.harness] table to {pyproject}")
     else:
         target = project / "harness.toml"
@@ -80,7 +81,7 @@ def init_project(project: Path, standalone: bool = False) -> list[str]:
                 doc.add(value)
             else:
                 doc.add(key, value)
-        target.write_text(tomlkit.dumps(doc), encoding="utf-8")
+        write_text_atomic(target, tomlkit.dumps(doc))
         done.append(f"wrote {target}")
     gitignore = project / ".gitignore"
     lines = gitignore.read_text(encoding="utf-8").splitlines() if gitignore.is_file() else []

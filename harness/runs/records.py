@@ -12,14 +12,14 @@ import json
 import os
 import secrets
 import sqlite3
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import NotFound
+from harness.errors import HarnessError, NotFound
+from harness.files import write_atomic
 
 SCHEMA = "harness.run/1"
 STATUSES = ("running", "succeeded", "failed", "interrupted")
@@ -80,14 +80,24 @@ class Records:
         return RunPaths(self.runs_dir / run_id)
 
     def write(self, record: dict[str, Any]) -> None:
-        assert record["schema"] == SCHEMA and record["status"] in STATUSES
+        """Write the record (all at once) and index it. A record harness cannot stand behind is refused."""
+        problems = []
+        if record.get("schema") != SCHEMA:
+            problems.append(f"schema {record.get('schema')!r} is not {SCHEMA}")
+        if record.get("status") not in STATUSES:
+            problems.append(f"status {record.get('status')!r} is not one of {', '.join(STATUSES)}")
+        if not self._allocated(record.get("id")):
+            problems.append(f"id {record.get('id')!r} is not a run allocated in {self.runs_dir}")
+        if problems:
+            raise HarnessError(
+                f"refusing to write a run record: {'; '.join(problems)}", "this is a bug in harness; please report it"
+            )
         paths = self.paths(record["id"])
-        data = json.dumps(record, indent=2, sort_keys=True).encode() + b"\n"
-        fd, tmp = tempfile.mkstemp(dir=paths.root, prefix=".record-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, paths.record)
+        write_atomic(paths.record, json.dumps(record, indent=2, sort_keys=True).encode() + b"\n")
         self._index([record])
+
+    def _allocated(self, run_id: Any) -> bool:
+        return isinstance(run_id, str) and bool(run_id) and "/" not in run_id and (self.runs_dir / run_id).is_dir()
 
     # -- reading ------------------------------------------------------------------------------------------
     def resolve(self, ref: str) -> str:
