@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -105,6 +106,18 @@ def commit_all(root: Path, message: str) -> str:
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", message)
     return git(root, "rev-parse", "HEAD").strip()
+
+
+def valid_record(record: dict[str, Any]) -> dict[str, Any]:
+    """The record, after checking it against the published JSON Schema of harness.run/1 (every error listed)."""
+    import jsonschema
+
+    from harness.runs.schema import JSON_SCHEMA
+
+    validator = jsonschema.Draft202012Validator(json.loads(JSON_SCHEMA.read_text(encoding="utf-8")))
+    errors = [f"{'.'.join(map(str, e.path)) or '(record)'}: {e.message}" for e in validator.iter_errors(record)]
+    assert not errors, "record does not match harness.run/1:\n" + "\n".join(errors)
+    return record
 
 
 def cli_env(**extra: str) -> dict[str, str]:

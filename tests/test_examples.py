@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.projects import git, harness, make_repo
+from tests.projects import git, harness, make_repo, valid_record
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -37,7 +37,7 @@ def test_bikes_baseline_then_linear_regression(bikes: Path) -> None:
         run_id = json.loads(result.stdout)["id"]
         shown = harness(bikes, "show", run_id, "--json")
         assert shown.returncode == 0
-        records.append(json.loads(shown.stdout))
+        records.append(valid_record(json.loads(shown.stdout)))
     baseline, linear = records
     for record in records:
         assert record["status"] == "succeeded"

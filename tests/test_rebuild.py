@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.projects import commit_all, git, harness, make_repo
+from tests.projects import commit_all, git, harness, make_repo, valid_record
 
 pytestmark = pytest.mark.docker
 
@@ -38,7 +38,7 @@ def test_rebuild_of_a_deterministic_run_is_identical(probe_project: Path) -> Non
     assert code == 0, result
     assert result["identical"] is True and result["outputs"]["same_files"] == 3
     assert result["inputs"]["identical"] is True  # the same hermetic settings, recorded again
-    rebuilt = json.loads(harness(probe_project, "show", result["rebuild"], "--json").stdout)
+    rebuilt = valid_record(json.loads(harness(probe_project, "show", result["rebuild"], "--json").stdout))
     assert rebuilt["rebuild_of"] == original["id"] and rebuilt["status"] == "succeeded"
     assert rebuilt["outputs"]["files"] == original["outputs"]["files"]
     human = harness(probe_project, "rebuild", original["id"])

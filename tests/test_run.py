@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.projects import PROBE_CONFIG as CONFIG
-from tests.projects import cli_env, commit_all, git, harness
+from tests.projects import cli_env, commit_all, git, harness, valid_record
 
 pytestmark = pytest.mark.docker
 
@@ -27,12 +27,12 @@ def project(probe_project: Path) -> Path:
 def _show(root: Path, run_id: str) -> dict[str, Any]:
     result = harness(root, "show", run_id, "--json")
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return valid_record(json.loads(result.stdout))
 
 
 def _run_json(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
     result = harness(root, "run", "--json", *args, env=env)
-    return result.returncode, json.loads(result.stdout), result.stderr
+    return result.returncode, valid_record(json.loads(result.stdout)), result.stderr
 
 
 def test_run_is_hermetic_and_fully_recorded(project: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.projects import commit_all, harness
+from tests.projects import commit_all, harness, valid_record
 
 pytestmark = pytest.mark.docker
 
@@ -36,7 +36,7 @@ def _record(root: Path, result: Any) -> dict[str, Any]:
     run_id = result.stderr.split("harness: run ", 1)[1].split()[0]
     shown = harness(root, "show", run_id, "--json")
     assert shown.returncode == 0, shown.stderr
-    return dict(json.loads(shown.stdout))
+    return valid_record(dict(json.loads(shown.stdout)))
 
 
 def test_unread_params_are_recorded_and_warned_about(probe_project: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.runs.tracking import HELPER, params_usage, read_metrics, with_pythonpath
+from harness.runs.tracking import HELPER, Metrics, ParamsUsage, params_usage, read_metrics, with_pythonpath
 
 PARAMS = {"lr": 0.1, "model": {"depth": 3, "kind": "tree"}, "lags": [1, 2], "oversample": True, "empty": {}}
 
@@ -47,16 +47,15 @@ def test_helper_notes_what_the_code_reads(tmp_path: Path) -> None:
     note = json.loads((state / "params_read.json").read_text())
     # dict(p["model"]) took every value under model; `in`, keys() and len() took none.
     assert note == {"schema": "harness.params_read/1", "read": ["lags", "lr", "model.depth", "model.kind"]}
-    assert params_usage(state, PARAMS) == {
-        "params_read": ["lags", "lr", "model.depth", "model.kind"],
-        "params_unread": ["empty", "oversample"],
-    }
+    assert params_usage(state, PARAMS) == ParamsUsage(
+        read=["lags", "lr", "model.depth", "model.kind"], unread=["empty", "oversample"]
+    )
 
 
 def test_loading_without_reading_means_every_param_unread(tmp_path: Path) -> None:
     _, state = run_user_code(tmp_path, "import harness_params; harness_params.load()")
     usage = params_usage(state, PARAMS)
-    assert usage["params_read"] == [] and usage["params_unread"] == [
+    assert usage.read == [] and usage.unread == [
         "empty",
         "lags",
         "lr",
@@ -69,16 +68,16 @@ def test_loading_without_reading_means_every_param_unread(tmp_path: Path) -> Non
 def test_to_dict_reads_everything_and_the_note_survives_a_hard_exit(tmp_path: Path) -> None:
     code = "import harness_params, os; harness_params.load()['lr']; os._exit(0)"  # no atexit: written on read
     _, state = run_user_code(tmp_path, code)
-    assert params_usage(state, PARAMS)["params_read"] == ["lr"]
+    assert params_usage(state, PARAMS).read == ["lr"]
     _, state = run_user_code(tmp_path, "import harness_params; harness_params.load().to_dict()")
-    assert params_usage(state, PARAMS)["params_unread"] == []
+    assert params_usage(state, PARAMS).unread == []
 
 
 def test_code_that_never_loads_the_helper_says_nothing(tmp_path: Path) -> None:
-    assert params_usage(tmp_path, PARAMS) == {"params_read": None, "params_unread": None}
+    assert params_usage(tmp_path, PARAMS) == ParamsUsage(read=None, unread=None)
     (tmp_path / "params_read.json").write_text("{not json")
     usage = params_usage(tmp_path, PARAMS)
-    assert usage["params_read"] is None and "params_read.json" in usage["params_read_error"]
+    assert usage.read is None and usage.error is not None and "params_read.json" in usage.error
 
 
 def _python38() -> str | None:
@@ -99,7 +98,7 @@ def test_helper_runs_on_python_38(tmp_path: Path) -> None:
     if python is None:
         pytest.skip("no Python 3.8 interpreter on this machine")
     out, state = run_user_code(tmp_path, USER_CODE, python)
-    assert out["depth"] == 3 and params_usage(state, PARAMS)["params_unread"] == ["empty", "oversample"]
+    assert out["depth"] == 3 and params_usage(state, PARAMS).unread == ["empty", "oversample"]
 
 
 def test_metrics_last_value_per_key_and_steps_counted(tmp_path: Path) -> None:
@@ -110,13 +109,9 @@ def test_metrics_last_value_per_key_and_steps_counted(tmp_path: Path) -> None:
     ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps) + "\n")
     found = read_metrics(tmp_path, {"metrics.jsonl": "ab" * 32})
-    assert found == {
-        "metrics": {"loss": 0.25, "acc": 0.5, "val": {"loss": 0.7}},
-        "metrics_steps": 3,
-        "metrics_steps_object": "ab" * 32,
-    }
+    assert found == Metrics(metrics={"loss": 0.25, "acc": 0.5, "val": {"loss": 0.7}}, steps=3, steps_object="ab" * 32)
     (tmp_path / "metrics.json").write_text(json.dumps({"loss": 0.3, "test": {"rmse": 4.5}}))
-    assert read_metrics(tmp_path, {})["metrics"] == {
+    assert read_metrics(tmp_path, {}).metrics == {
         "loss": 0.3,
         "acc": 0.5,
         "val": {"loss": 0.7},
@@ -127,13 +122,11 @@ def test_metrics_last_value_per_key_and_steps_counted(tmp_path: Path) -> None:
 def test_bad_metrics_lines_are_reported_and_skipped(tmp_path: Path) -> None:
     (tmp_path / "metrics.jsonl").write_text('{"loss": 1}\nnot json\n[1, 2]\n{"loss": 0.5}\n')
     found = read_metrics(tmp_path, {})
-    assert found["metrics"] == {"loss": 0.5} and found["metrics_steps"] == 2
-    assert (
-        found["metrics_error"].startswith("outputs/metrics.jsonl line 2:") and "(and 1 more)" in found["metrics_error"]
-    )
+    assert found.metrics == {"loss": 0.5} and found.steps == 2 and found.error is not None
+    assert found.error.startswith("outputs/metrics.jsonl line 2:") and "(and 1 more)" in found.error
     (tmp_path / "metrics.jsonl").unlink()
     (tmp_path / "metrics.json").write_text("[1]")
-    assert read_metrics(tmp_path, {}) == {"metrics": {}, "metrics_error": "outputs/metrics.json: not a JSON object"}
+    assert read_metrics(tmp_path, {}) == Metrics(metrics={}, error="outputs/metrics.json: not a JSON object")
 
 
 def test_configured_pythonpath_keeps_the_helper() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from harness.flatten import flat
@@ -26,14 +27,14 @@ def _kv(values: dict[str, Any]) -> str:
     return " ".join(f"{k}={_fmt_value(v)}" for k, v in flat(values).items()) or "-"
 
 
-def _status(record: dict[str, Any]) -> str:
+def _status(record: Mapping[str, Any]) -> str:
     status = str(record["status"])
     if record["status"] == "failed" and record.get("exit_code") is not None:
         status += f"({record['exit_code']})"
     return status
 
 
-def run_summary(record: dict[str, Any]) -> str:
+def run_summary(record: Mapping[str, Any]) -> str:
     code = record["code"]
     lines = [
         f"run {record['id']} {_status(record)} in {record.get('duration_s') or 0:.1f}s"
@@ -55,13 +56,13 @@ def run_summary(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _unread(record: dict[str, Any]) -> str:
+def _unread(record: Mapping[str, Any]) -> str:
     if record.get("params_read") is None:
         return "not known (the code did not load its params through harness_params)"
     return ", ".join(record.get("params_unread") or []) or "none: the code read every param"
 
 
-def show_record(record: dict[str, Any]) -> str:
+def show_record(record: Mapping[str, Any]) -> str:
     code, env, data, outputs = record["code"], record["environment"], record["data"], record["outputs"]
     rows: list[tuple[str, str]] = [
         ("run", f"{record['id']}  {record.get('name') or ''}"),

@@ -7,7 +7,7 @@ image id, manifest digest, layers and packages, so a later run finds or reloads 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ class Environment:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Environment:
+    def from_dict(cls, data: Mapping[str, Any]) -> Environment:
         return cls(
             key=str(data["key"]),
             image_id=str(data["image_id"]),

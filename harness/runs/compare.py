@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.runs.schema import RunRecord
 from harness.storage import snapshot
 from harness.storage.store import Store
 
@@ -71,7 +73,7 @@ class InputComparison:
         return {"identical": self.identical, "differences": self.differences}
 
 
-def compare_outputs(old: dict[str, Any], new: dict[str, Any], store: Store) -> OutputComparison:
+def compare_outputs(old: RunRecord, new: RunRecord, store: Store) -> OutputComparison:
     old_files: dict[str, str] = old["outputs"]["files"]
     new_files: dict[str, str] = new["outputs"]["files"]
     old_sizes = _sizes(store, old["outputs"].get("manifest"))
@@ -93,7 +95,7 @@ def compare_outputs(old: dict[str, Any], new: dict[str, Any], store: Store) -> O
     )
 
 
-def compare_inputs(old: dict[str, Any], new: dict[str, Any], store: Store) -> InputComparison:
+def compare_inputs(old: RunRecord, new: RunRecord, store: Store) -> InputComparison:
     diffs: dict[str, Any] = {}
     oc, nc = old["code"], new["code"]
     keys = ("commit", "tree", "dirty", "patch")
@@ -135,7 +137,7 @@ def compare_inputs(old: dict[str, Any], new: dict[str, Any], store: Store) -> In
     return InputComparison(diffs)
 
 
-def _runtime_differences(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
+def _runtime_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str, Any]]:
     # The run id always differs, and HARNESS_PARAM_* repeat the params, which are compared on their own.
     def keep(key: str) -> bool:
         return key != "HARNESS_RUN_ID" and not key.startswith("HARNESS_PARAM_")

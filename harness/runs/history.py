@@ -7,6 +7,7 @@ from typing import Any
 
 from harness.project.config import project_layout
 from harness.runs.records import Records
+from harness.runs.schema import RunRecord
 
 
 def project_records(project_dir: Path) -> Records:
@@ -14,7 +15,7 @@ def project_records(project_dir: Path) -> Records:
     return Records(layout.runs, layout.index)
 
 
-def read_record(project_dir: Path, ref: str) -> dict[str, Any]:
+def read_record(project_dir: Path, ref: str) -> RunRecord:
     return project_records(project_dir).read(ref)
 
 

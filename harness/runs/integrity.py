@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -75,7 +75,7 @@ class _Uses:
         if isinstance(digest, str) and is_digest(digest):
             self.by_object.setdefault(digest, []).append(label)
 
-    def run(self, record: dict[str, Any]) -> None:
+    def run(self, record: Mapping[str, Any]) -> None:
         rid = record.get("id")
         code = record.get("code") or {}
         self.add(code.get("archive"), f"code archive of run {rid}")
@@ -109,7 +109,7 @@ class _Uses:
                 self.add(e.sha256, f"data {e.path} (snapshot {digest[:12]}{who})")
 
 
-def _snapshot_runs(records: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
+def _snapshot_runs(records: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
     by_snapshot: dict[str, list[str]] = {}
     for r in records:
         digest = (r.get("data") or {}).get("snapshot")
@@ -128,8 +128,8 @@ def _uses(layout: Layout, store: Store, run: str | None) -> tuple[str, _Uses]:
             uses.snapshot(digest, runs)
         return f"run {record['id']}", uses
     all_records = list(records.iter_records())
-    for record in all_records:
-        uses.run(record)
+    for each in all_records:
+        uses.run(each)
     by_snapshot = _snapshot_runs(all_records)
     for k in known(layout):
         by_snapshot.setdefault(k.digest, [])

@@ -10,9 +10,10 @@ tampered object is named and never used.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from harness.docker.engine import Engine
 from harness.env import images, oci
@@ -30,6 +31,7 @@ from harness.runs.compare import InputComparison, OutputComparison, compare_inpu
 from harness.runs.hostinfo import host_facts
 from harness.runs.records import Records
 from harness.runs.runner import Inputs, Reporter, execute
+from harness.runs.schema import Code, Host, RunRecord
 from harness.storage import snapshot
 from harness.storage.store import Store
 
@@ -38,8 +40,8 @@ REBUILD_DIFFERS_EXIT_CODE = 1
 
 @dataclass(frozen=True)
 class RebuildResult:
-    original: dict[str, Any]
-    record: dict[str, Any]
+    original: RunRecord
+    record: RunRecord
     outputs: OutputComparison
     inputs: InputComparison
 
@@ -74,7 +76,7 @@ def rebuild(project_dir: Path, ref: str, reporter: Reporter, engine: Engine | No
     _environment(original, layout, store, engine, reporter)
 
     record = _new_record(original, host_facts(engine.version()))
-    runtime = original.get("runtime") or {}
+    runtime: Mapping[str, Any] = original.get("runtime") or {}
     inputs = Inputs(
         layout=layout,
         command=tuple(original["command"]),
@@ -101,29 +103,30 @@ def rebuild(project_dir: Path, ref: str, reporter: Reporter, engine: Engine | No
     )
 
 
-def _new_record(original: dict[str, Any], host: dict[str, Any]) -> dict[str, Any]:
+def _new_record(original: RunRecord, host: dict[str, Any]) -> RunRecord:
+    """The original's inputs; nothing it reported (outputs, metrics, times, errors, where it ran)."""
     record = copy.deepcopy(original)
-    for key in ("runtime", "error", "metrics_error", "finished_at", "duration_s", "started_at"):
-        record.pop(key, None)
-    record.update(
-        {
-            "id": None,
-            "status": "running",
-            "exit_code": None,
-            "outputs": {"manifest": None, "files": {}, "bytes": 0},
-            "metrics": {},
-            "host": host,
-            "rebuild_of": original["id"],
-        }
-    )
+    record.pop("runtime", None)
+    record.pop("error", None)
+    record.pop("metrics_error", None)
+    record["id"] = None
+    record["status"] = "running"
+    record["exit_code"] = None
+    record["started_at"] = record["finished_at"] = None
+    record["duration_s"] = None
+    record["outputs"] = {"manifest": None, "files": {}, "bytes": 0}
+    record["metrics"] = {}
+    record["host"] = cast(Host, host)
+    record["rebuild_of"] = original["id"]
     return record
 
 
-def _commit_time(original: dict[str, Any]) -> int:
+def _commit_time(original: RunRecord) -> int:
     code = original["code"]
     if code.get("committed_at_epoch") is not None:
         return int(code["committed_at_epoch"])
-    env = (original.get("runtime") or {}).get("env") or {}
+    runtime: Mapping[str, Any] = original.get("runtime") or {}
+    env = runtime.get("env") or {}
     if "SOURCE_DATE_EPOCH" in env:
         return int(env["SOURCE_DATE_EPOCH"])
     from datetime import datetime
@@ -131,7 +134,7 @@ def _commit_time(original: dict[str, Any]) -> int:
     return int(datetime.fromisoformat(str(code["committed_at"]).replace("Z", "+00:00")).timestamp())
 
 
-def _code(original: dict[str, Any], store: Store, layout: Layout) -> tuple[str, str | None]:
+def _code(original: RunRecord, store: Store, layout: Layout) -> tuple[str, str | None]:
     code = original["code"]
     archive = code["archive"]
     if not store.has(archive):
@@ -146,7 +149,7 @@ def _code(original: dict[str, Any], store: Store, layout: Layout) -> tuple[str, 
     return archive, patch
 
 
-def _re_export(code: dict[str, Any], store: Store, layout: Layout) -> str:
+def _re_export(code: Code, store: Store, layout: Layout) -> str:
     """The archive object is gone: export the same tree again from the repository, if it still has it."""
     from harness.project.vcs import Repository
 
@@ -162,7 +165,7 @@ def _re_export(code: dict[str, Any], store: Store, layout: Layout) -> str:
         ) from None
 
 
-def _data(original: dict[str, Any], store: Store) -> snapshot.Snapshot:
+def _data(original: RunRecord, store: Store) -> snapshot.Snapshot:
     digest = original["data"]["snapshot"]
     data = snapshot.load_snapshot(store, digest)
     bad = snapshot.verify_snapshot(store, digest)
@@ -188,7 +191,7 @@ def _object_present(store: Store, data: snapshot.Snapshot, path: str) -> bool:
     return False
 
 
-def _environment(original: dict[str, Any], layout: Layout, store: Store, engine: Engine, reporter: Reporter) -> None:
+def _environment(original: RunRecord, layout: Layout, store: Store, engine: Engine, reporter: Reporter) -> None:
     env_section = original["environment"]
     image_id = env_section["image_id"]
     if engine.has_image(image_id):
@@ -237,7 +240,7 @@ def _recipe(base: dict[str, Any]) -> Recipe:
     )
 
 
-def _helper(runtime: dict[str, Any], store: Store) -> str:
+def _helper(runtime: Mapping[str, Any], store: Store) -> str:
     """The params helper the original run mounted; records from before it was recorded get today's."""
     recorded = runtime.get("params_helper")
     if not recorded:

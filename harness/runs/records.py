@@ -12,17 +12,16 @@ import json
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from harness.errors import HarnessError, NotFound
 from harness.files import write_atomic
+from harness.runs.schema import SCHEMA, STATUSES, RunRecord
 
-SCHEMA = "harness.run/1"
-STATUSES = ("running", "succeeded", "failed", "interrupted")
 ID_BYTES = 3  # 6 hex digits; collisions are retried by the atomic mkdir
 
 _COLUMNS = (
@@ -79,7 +78,7 @@ class Records:
     def paths(self, run_id: str) -> RunPaths:
         return RunPaths(self.runs_dir / run_id)
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: Mapping[str, Any]) -> None:
         """Write the record (all at once) and index it. A record harness cannot stand behind is refused."""
         problems = []
         if record.get("schema") != SCHEMA:
@@ -113,10 +112,10 @@ class Records:
             raise NotFound(f"no run {ref!r} in {self.runs_dir}", "list runs with `harness ls`")
         raise NotFound(f"run id {ref!r} is ambiguous: {', '.join(sorted(matches))}", "give more characters")
 
-    def read(self, ref: str) -> dict[str, Any]:
+    def read(self, ref: str) -> RunRecord:
         run_id = self.resolve(ref)
         try:
-            return dict(json.loads(self.paths(run_id).record.read_text()))
+            return cast(RunRecord, json.loads(self.paths(run_id).record.read_text()))
         except FileNotFoundError:
             raise NotFound(f"run {run_id} has no record (it may still be starting)") from None
 
@@ -138,7 +137,7 @@ class Records:
         conn.execute("CREATE INDEX IF NOT EXISTS runs_newest ON runs (started_at DESC, id)")
         return conn
 
-    def _index(self, records: list[dict[str, Any]]) -> None:
+    def _index(self, records: Iterable[Mapping[str, Any]]) -> None:
         rows = [_row(r) for r in records]
         with closing(self._connect()) as conn, conn:
             conn.executemany(f"INSERT OR REPLACE INTO runs VALUES ({', '.join('?' * 15)})", rows)
@@ -251,7 +250,7 @@ class Records:
         return [found[i] for i in ids if i in found]
 
 
-def _row(record: dict[str, Any]) -> tuple[Any, ...]:
+def _row(record: Mapping[str, Any]) -> tuple[Any, ...]:
     code = record.get("code") or {}
     return (
         record["id"],

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from harness.docker.engine import ContainerInterrupted, ContainerSpec, Engine, Mount
 from harness.env import images, lockfile
@@ -27,9 +27,10 @@ from harness.project import codebase
 from harness.project.config import ProjectConfig, find_config_file, parse_config
 from harness.project.params import Params, load_named_configs, merge_params
 from harness.project.vcs import Change, CommitInfo, Repository
-from harness.runs import tracking
+from harness.runs import schema, tracking
 from harness.runs.hostinfo import host_facts
-from harness.runs.records import SCHEMA, Records, RunPaths
+from harness.runs.records import Records, RunPaths
+from harness.runs.schema import SCHEMA, RunRecord
 from harness.storage import datasets, snapshot
 from harness.storage.outputs import store_outputs
 from harness.storage.store import Store
@@ -64,13 +65,13 @@ class RunRequest:
 
 @dataclass(frozen=True)
 class RunResult:
-    record: dict[str, Any]
+    record: RunRecord
 
     @property
     def exit_code(self) -> int:
-        if self.record["status"] == "interrupted":
+        if self.record["status"] == "interrupted" or self.record["exit_code"] is None:
             return INTERRUPTED_EXIT_CODE
-        return int(self.record["exit_code"])
+        return self.record["exit_code"]
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -
     return execute(inputs, record, engine, reporter)
 
 
-def execute(inputs: Inputs, record: dict[str, Any], engine: Engine, reporter: Reporter) -> RunResult:
+def execute(inputs: Inputs, record: RunRecord, engine: Engine, reporter: Reporter) -> RunResult:
     """Allocate a run, record it, run the container, collect outputs and metrics, finish the record."""
     layout = inputs.layout
     store = Store(layout.objects)
@@ -244,7 +245,9 @@ def execute(inputs: Inputs, record: dict[str, Any], engine: Engine, reporter: Re
         record["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         record.setdefault("exit_code", None)
         record["error"] = (
-            exc.to_dict() if isinstance(exc, HarnessError) else {"error": type(exc).__name__, "message": str(exc)}
+            cast(schema.Error, exc.to_dict())
+            if isinstance(exc, HarnessError)
+            else {"error": type(exc).__name__, "message": str(exc)}
         )
         _finish(record, started, records)
         raise
@@ -262,7 +265,7 @@ def _initial_record(
     patch: codebase.DirtyPatch | None,
     data: snapshot.Snapshot,
     host: dict[str, Any],
-) -> dict[str, Any]:
+) -> RunRecord:
     config = project.config
     commit = project.commit
     name = request.name or "+".join((config.name, *project.params.configs))
@@ -286,7 +289,7 @@ def _initial_record(
             "dirty": patch is not None,
             "patch": patch.manifest if patch else None,
             "diff": patch.diff if patch else None,
-            "changes": [c.to_dict() for c in patch.changes] if patch else [],
+            "changes": [{"path": c.path, "status": c.status} for c in patch.changes] if patch else [],
             "branch": commit.branch,
             "remote": commit.remote,
             "subject": commit.subject,
@@ -295,12 +298,18 @@ def _initial_record(
             "project_path": project.repo.subdir,
             "archive": archive,
         },
-        "environment": environment.to_dict() | {"recipe": config.base, "lock_file": config.lock},
-        "data": data.to_dict()
-        | {"mount": "/data", "sources": {d.name: d.configured for d in config.data}, "read_only": True},
+        # The environment, data and host sections come from lower layers as plain dicts of these shapes.
+        "environment": cast(
+            schema.Environment, environment.to_dict() | {"recipe": config.base, "lock_file": config.lock}
+        ),
+        "data": cast(
+            schema.Data,
+            data.to_dict()
+            | {"mount": "/data", "sources": {d.name: d.configured for d in config.data}, "read_only": True},
+        ),
         "outputs": {"manifest": None, "files": {}, "bytes": 0},
         "metrics": {},
-        "host": host,
+        "host": cast(schema.Host, host),
         "config": config.to_dict(),
         "rebuild_of": None,
     }
@@ -361,7 +370,7 @@ def _prepare(inputs: Inputs, paths: RunPaths, work: Path, store: Store) -> Conta
     )
 
 
-def _runtime(spec: ContainerSpec, inputs: Inputs) -> dict[str, Any]:
+def _runtime(spec: ContainerSpec, inputs: Inputs) -> schema.Runtime:
     described = spec.to_dict()
     return {
         "user": described["user"],
@@ -379,22 +388,34 @@ def _runtime(spec: ContainerSpec, inputs: Inputs) -> dict[str, Any]:
     }
 
 
-def _collect(record: dict[str, Any], paths: RunPaths, store: Store, layout: Layout) -> None:
+def _collect(record: RunRecord, paths: RunPaths, store: Store, layout: Layout) -> None:
     os.chmod(paths.outputs, 0o755)
     outputs = store_outputs(paths.outputs, store)
     record["outputs"] = {
         "manifest": outputs.digest,
-        "files": {e.path: e.sha256 for e in outputs.entries if e.kind == "file"},
+        "files": {e.path: e.sha256 for e in outputs.entries if e.kind == "file" and e.sha256},
         "bytes": outputs.bytes,
     }
     # A rebuild starts from a copy of the original record: what this run reports replaces all of it.
-    for key in ("metrics_error", "metrics_steps", "metrics_steps_object", "params_read_error"):
-        record.pop(key, None)
-    record.update(tracking.read_metrics(paths.outputs, record["outputs"]["files"]))
-    record.update(tracking.params_usage(layout.work / paths.id / "state", record["params"]))
+    record.pop("metrics_error", None)
+    record.pop("metrics_steps", None)
+    record.pop("metrics_steps_object", None)
+    record.pop("params_read_error", None)
+    found = tracking.read_metrics(paths.outputs, record["outputs"]["files"])
+    record["metrics"] = found.metrics
+    if found.steps is not None:
+        record["metrics_steps"] = found.steps
+        record["metrics_steps_object"] = found.steps_object
+    if found.error is not None:
+        record["metrics_error"] = found.error
+    usage = tracking.params_usage(layout.work / paths.id / "state", record["params"])
+    record["params_read"] = usage.read
+    record["params_unread"] = usage.unread
+    if usage.error is not None:
+        record["params_read_error"] = usage.error
 
 
-def _finish(record: dict[str, Any], started: float, records: Records) -> None:
+def _finish(record: RunRecord, started: float, records: Records) -> None:
     finished = time.time()
     record["finished_at"] = _iso(finished)
     record["duration_s"] = round(finished - started, 3)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +62,27 @@ def with_pythonpath(env: dict[str, str], extra: dict[str, str]) -> dict[str, str
     return merged
 
 
-def params_usage(state_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
-    """``params_read`` and ``params_unread`` (dotted leaf keys) for the record; both null when the code never
-    loaded the helper, plus ``params_read_error`` when its note cannot be read."""
+@dataclass(frozen=True)
+class ParamsUsage:
+    """The record's ``params_read`` and ``params_unread`` (dotted leaf keys), both None (no verdict) when the code
+    never loaded the helper; ``error`` (``params_read_error``) when its note cannot be read."""
+
+    read: list[str] | None = None
+    unread: list[str] | None = None
+    error: str | None = None
+
+
+def params_usage(state_dir: Path, params: dict[str, Any]) -> ParamsUsage:
     path = state_dir / READ_FILE
     if not path.is_file():
-        return {"params_read": None, "params_unread": None}
+        return ParamsUsage()
     try:
         note = json.loads(path.read_text(encoding="utf-8"))
         read = {str(k) for k in note["read"]}
     except (ValueError, KeyError, TypeError) as exc:
-        return {"params_read": None, "params_unread": None, "params_read_error": f"{READ_FILE}: {exc}"}
+        return ParamsUsage(error=f"{READ_FILE}: {exc}")
     leaves = set(_leaves(params))
-    return {"params_read": sorted(read & leaves), "params_unread": sorted(leaves - read)}
+    return ParamsUsage(read=sorted(read & leaves), unread=sorted(leaves - read))
 
 
 def _leaves(values: dict[str, Any], prefix: str = "") -> list[str]:
@@ -86,10 +95,21 @@ def _leaves(values: dict[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
-def read_metrics(outputs: Path, files: dict[str, str]) -> dict[str, Any]:
-    """The record's ``metrics`` (and ``metrics_steps``, ``metrics_steps_object``, ``metrics_error``) from the
-    outputs; ``files`` maps output paths to their object ids."""
-    found: dict[str, Any] = {"metrics": {}}
+@dataclass(frozen=True)
+class Metrics:
+    """The record's ``metrics``, and with a metrics.jsonl ``metrics_steps`` (its number of steps) and
+    ``metrics_steps_object``; ``error`` (``metrics_error``) names the first unreadable line or file."""
+
+    metrics: dict[str, Any]
+    steps: int | None = None
+    steps_object: str | None = None
+    error: str | None = None
+
+
+def read_metrics(outputs: Path, files: dict[str, str]) -> Metrics:
+    """The metrics of a run from its outputs; ``files`` maps output paths to their object ids."""
+    metrics: dict[str, Any] = {}
+    steps: int | None = None
     errors: list[str] = []
     steps_file = outputs / "metrics.jsonl"
     if steps_file.is_file():
@@ -108,22 +128,24 @@ def read_metrics(outputs: Path, files: dict[str, str]) -> dict[str, Any]:
                     continue
                 count += 1
                 _deep_update(last, {k: v for k, v in step.items() if k not in STEP_KEYS})
-        found["metrics"] = last
-        found["metrics_steps"] = count
-        found["metrics_steps_object"] = files.get("metrics.jsonl")
+        metrics = last
+        steps = count
     summary_file = outputs / "metrics.json"
     if summary_file.is_file():
         try:
             summary = json.loads(summary_file.read_text(encoding="utf-8"))
             if not isinstance(summary, dict):
                 raise ValueError("not a JSON object")
-            _deep_update(found["metrics"], summary)
+            _deep_update(metrics, summary)
         except ValueError as exc:
             errors.append(f"outputs/metrics.json: {exc}")
-    if errors:
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        found["metrics_error"] = errors[0] + more
-    return found
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return Metrics(
+        metrics=metrics,
+        steps=steps,
+        steps_object=files.get("metrics.jsonl") if steps is not None else None,
+        error=errors[0] + more if errors else None,
+    )
 
 
 def _deep_update(target: dict[str, Any], layer: dict[str, Any]) -> None:

@@ -1,0 +1,146 @@
+"""The run record, schema ``harness.run/1``, as types: what `harness show RUN --json` prints and rebuild reads.
+
+The same schema is published for other tools as JSON Schema in ``harness.run-1.schema.json`` beside this module;
+tests check that the two agree and validate real records against it. Add fields freely; never rename or drop one
+without bumping the schema (``SCHEMA``).
+
+Records written by an older harness may lack fields added since (``NotRequired`` ones, and a few that readers
+fetch with ``.get``); everything in a record is plain JSON.
+"""
+
+# No `from __future__ import annotations` here: TypedDict reads NotRequired[...] only from evaluated annotations.
+from pathlib import Path
+from typing import Any, Literal, NotRequired, TypedDict
+
+SCHEMA = "harness.run/1"
+STATUSES = ("running", "succeeded", "failed", "interrupted")
+JSON_SCHEMA = Path(__file__).parent / "harness.run-1.schema.json"
+
+Status = Literal["running", "succeeded", "failed", "interrupted"]
+
+
+class Change(TypedDict):
+    path: str
+    status: str
+
+
+class Code(TypedDict):
+    commit: str
+    tree: str  # of the project directory
+    dirty: bool
+    patch: str | None  # the dirty run's stored changes (manifest object)
+    diff: str | None  # object of `git diff HEAD`, for people to read
+    changes: list[Change]
+    branch: str | None
+    remote: str | None  # without credentials
+    subject: str
+    committed_at: str
+    committed_at_epoch: int  # SOURCE_DATE_EPOCH
+    project_path: str  # the project's directory inside the repository, "" at its root
+    archive: str  # object: the tree as a tar
+
+
+class Package(TypedDict):
+    name: str
+    version: str
+    sha256: str  # of the wheel file installed
+
+
+class Environment(TypedDict):
+    key: str
+    image_id: str
+    manifest_digest: str
+    image_ref: str
+    base: dict[str, Any]  # a recipe's fields, or a pinned image's digest and facts
+    lock_digest: str
+    python: str
+    packages: list[Package]
+    layers: list[str]
+    recipe: str
+    lock_file: str
+    lock_object: NotRequired[str]  # the lock itself, so a rebuild can rebuild the image
+
+
+class Data(TypedDict):
+    snapshot: str
+    files: int
+    bytes: int
+    mount: str
+    sources: dict[str, str]
+    read_only: bool
+
+
+class Outputs(TypedDict):
+    manifest: str | None
+    files: dict[str, str]  # path -> sha256
+    bytes: int
+
+
+class RuntimeMount(TypedDict):
+    target: str
+    read_only: bool
+
+
+class Runtime(TypedDict):
+    user: str | None
+    network: str
+    read_only_root: bool
+    cap_drop: list[str]
+    security_opt: list[str]
+    hostname: str
+    workdir: str
+    tmpfs: dict[str, str]
+    mounts: list[RuntimeMount]
+    env: dict[str, str]
+    threads: int
+    params_helper: str
+
+
+class Host(TypedDict):
+    engine_version: str | None
+    engine_api: str | None
+    os: str
+    cpu: str
+    cpus: int | None
+    hostname: str
+    harness_version: str
+    ci: dict[str, Any] | None
+
+
+class Error(TypedDict):
+    error: str
+    message: str
+    hint: NotRequired[str | None]
+    exit_code: NotRequired[int]
+
+
+class RunRecord(TypedDict):
+    schema: str
+    id: str | None  # None only before the run is allocated
+    name: str
+    status: Status
+    exit_code: int | None
+    started_at: str | None
+    finished_at: str | None
+    duration_s: float | None
+    command: list[str]
+    params: dict[str, Any]
+    params_digest: str
+    params_sources: dict[str, str]
+    configs: list[str]
+    code: Code
+    environment: Environment
+    data: Data
+    outputs: Outputs
+    metrics: dict[str, Any]
+    host: Host
+    config: dict[str, Any]
+    rebuild_of: str | None
+    runtime: NotRequired[Runtime]
+    error: NotRequired[Error]
+    params_read: NotRequired[list[str] | None]
+    params_unread: NotRequired[list[str] | None]
+    params_read_error: NotRequired[str]
+    metrics_steps: NotRequired[int]
+    metrics_steps_object: NotRequired[str | None]
+    metrics_error: NotRequired[str]
