@@ -1,25 +1,39 @@
-"""The only module that talks to git (the git command; a few calls per run, about 3 ms each).
+"""The only module that talks to git, through GitPython (imported on first use: importing it takes 50-90 ms, and
+commands that need no repository never load it).
 
 Resolves revs, checks whether the project's part of the working tree is dirty, and exports the code of a commit
 as a deterministic tar (keyed by the git tree, so every commit with the same tree shares one archive).
+
+Commits, trees and committed files are read with GitPython's object API (``Commit``, ``tree / path``,
+``blob.data_stream``), which neither a user's log or color settings nor a locale can reach. Rev parsing, status,
+diff and archive are git's own commands run through GitPython (``repo.git``): git's full rev syntax and ambiguity
+rules, its dirty check, and archive bytes exactly as ``git archive`` writes them, as before (code archives are
+content-addressed, so existing stores hold them). GitPython runs git with ``LC_ALL=C``, so its messages, some of
+which are matched here, are in English.
+
+GitPython reads objects through ``git cat-file`` processes that it keeps running until the repository is closed;
+here they end with each call that started them, so no git process outlives a call into this module.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
+import configparser
 import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from types import ModuleType, TracebackType
+from typing import IO, TYPE_CHECKING, Any
 
 from harness.errors import CodeError
+
+if TYPE_CHECKING:
+    import git
 
 # Files in exported code get this mtime (1980-01-01, the earliest a zip can hold), so the archive depends on the
 # tree alone and not on which commit or when it was exported.
 CODE_MTIME = 315532800
-# git's messages in English whatever the user's locale: some are matched ("ambiguous"), all end up in errors.
-_GIT_ENV = {**os.environ, "LC_ALL": "C", "LANGUAGE": ""}
 
 
 @dataclass(frozen=True)
@@ -43,91 +57,146 @@ class CommitInfo:
 
 
 class Repository:
-    """A git working tree, seen from the project directory inside it."""
+    """A git working tree, seen from the project directory inside it.
 
-    def __init__(self, root: Path, project: Path) -> None:
-        self.root = root.resolve()
+    Holds no git process between calls; ``close()`` (or ``with``) drops GitPython's caches too, as dropping the
+    last reference does."""
+
+    def __init__(self, repo: git.Repo, project: Path) -> None:
+        assert repo.working_tree_dir is not None
+        self._repo = repo
+        self.root = Path(repo.working_tree_dir).resolve()
         self.project = project.resolve()
         rel = self.project.relative_to(self.root)
         self.subdir = "" if str(rel) == "." else rel.as_posix()
 
     @classmethod
     def open(cls, project: Path) -> Repository:
-        if project.is_dir():
-            found = _run(project, "rev-parse", "--show-toplevel")
-            if found.returncode == 0:
-                return cls(Path(found.stdout.decode().rstrip("\n")), project)
-            bare = _run(project, "rev-parse", "--is-bare-repository")
-            if bare.returncode == 0 and bare.stdout.strip() == b"true":
-                raise CodeError(f"{project} is in a bare git repository", "run harness from a working tree")
-        raise CodeError(
-            f"{project} is not inside a git repository",
-            "harness runs committed code: `git init && git add -A && git commit -m 'first run'`, then run again",
-        )
+        git = _gitpython()
+        try:
+            repo = git.Repo(project, search_parent_directories=True)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise CodeError(
+                f"{project} is not inside a git repository",
+                "harness runs committed code: `git init && git add -A && git commit -m 'first run'`, then run again",
+            ) from None
+        except configparser.Error as exc:
+            detail = " ".join(str(exc).split())
+            raise CodeError(f"cannot read the git config of the repository at {project}: {detail}") from None
+        if repo.bare or repo.working_tree_dir is None:
+            repo.close()
+            raise CodeError(f"{project} is in a bare git repository", "run harness from a working tree")
+        return cls(repo, project)
 
-    def _git(self, *args: str) -> str:
-        done = _run(self.root, *args)
-        if done.returncode != 0:
-            raise CodeError(f"git {' '.join(args)} failed: {_stderr(done)}")
-        return done.stdout.decode("utf-8", "surrogateescape")
+    def close(self) -> None:
+        self._repo.close()
 
-    def _maybe(self, *args: str) -> str | None:
-        """The output of a git query that may rightly fail (no HEAD, detached HEAD, no remote), else None."""
-        done = _run(self.root, *args)
-        return done.stdout.decode("utf-8", "replace").strip() if done.returncode == 0 else None
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _objects(self) -> Iterator[git.Repo]:
+        """The object API for one call: the `git cat-file` processes GitPython starts for it end with the call."""
+        try:
+            with _no_git_is_a_code_error():
+                yield self._repo
+        finally:
+            self._repo.git.clear_cache()
+
+    def _run(self, *args: str, text: bool = True, output_stream: IO[bytes] | None = None) -> tuple[int, Any, str]:
+        """git <args> in the working tree, through GitPython: (exit status, stdout as git wrote it, stderr)."""
+        with _no_git_is_a_code_error():
+            status, out, err = self._repo.git.execute(
+                [self._repo.git.GIT_PYTHON_GIT_EXECUTABLE, *args],
+                with_extended_output=True,
+                with_exceptions=False,
+                strip_newline_in_stdout=False,
+                stdout_as_string=text,
+                output_stream=output_stream,
+                max_chunk_size=1 << 20,
+            )
+        return int(status), out, str(err)
 
     def resolve(self, rev: str) -> CommitInfo:
         if not rev or rev.startswith("-"):
             raise CodeError(f"not a revision: {rev!r}", "give a commit, branch or tag, e.g. --commit HEAD")
-        found = _run(self.root, "rev-parse", "--verify", "--end-of-options", f"{rev}^{{commit}}")
-        if found.returncode != 0:
-            detail = _stderr(found)
+        # git's own rev parser, not GitPython's: all of git's rev syntax (HEAD@{upstream}, HEAD^{/message}, ...) and
+        # its rules and messages for ambiguous ids.
+        status, out, err = self._run("rev-parse", "--verify", "--end-of-options", f"{rev}^{{commit}}")
+        if status != 0:
+            detail = _oneline(err, status)
             if "ambiguous" in detail:
                 raise CodeError(
                     f"revision {rev!r} is ambiguous: {detail}",
                     "give more characters of the commit id, or a full branch/tag name",
                 )
-            if self._maybe("rev-parse", "--verify", "-q", "HEAD") is None:
+            if self._head_sha() is None:
                 raise CodeError(
                     "the repository has no commits yet",
                     "commit your project first: `git add -A && git commit -m 'first run'`",
                 )
-            raise CodeError(
-                f"unknown revision {rev!r} in {self.root}",
-                "check it with `git log --oneline`; any rev git understands works (HEAD~1, a tag, a commit id)",
-            )
-        sha = found.stdout.decode().strip()
-        # --no-show-signature and --no-color: a user's log.showSignature or color.ui=always must not reach the parse
-        shown = self._git("show", "-s", "--no-show-signature", "--no-color", "--format=%T%x00%ct%x00%B", sha)
-        root_tree, committed, message = shown.split("\0", 2)
-        tree = self._subtree(sha) if self.subdir else root_tree
-        head_sha = self._maybe("rev-parse", "--verify", "-q", "HEAD")
-        branch = self._maybe("symbolic-ref", "-q", "--short", "HEAD") if head_sha == sha else None
+            if "Needed a single revision" in detail:
+                raise CodeError(
+                    f"unknown revision {rev!r} in {self.root}",
+                    "check it with `git log --oneline`; any rev git understands works (HEAD~1, a tag, a commit id)",
+                )
+            raise CodeError(f"git rev-parse {rev} failed: {detail}")  # e.g. git distrusting the repository's owner
+        sha = str(out).strip()
+        with self._objects() as repo:
+            commit = _commit(repo, sha)
+            tree = self._subtree(commit) if self.subdir else commit.tree.hexsha
+            committed, message = int(commit.committed_date), commit.message
+        head_sha = self._head_sha()
+        # HEAD and its branch are files GitPython reads itself; no process for them.
+        branch = self._repo.head.reference.name if head_sha == sha and not self._repo.head.is_detached else None
+        if isinstance(message, bytes):  # a message GitPython could not decode with the commit's encoding
+            message = message.decode("utf-8", "replace")
         return CommitInfo(
             commit=sha,
             tree=tree,
-            time=int(committed),
+            time=committed,
             branch=branch,
             remote=self._first_remote(),
             subject=message.split("\n", 1)[0],
             is_head=head_sha == sha,
         )
 
-    def _subtree(self, sha: str) -> str:
-        # "<mode> tree <id>\t<path>" when the commit has the directory; nothing when it has not
-        listed = (self._maybe("ls-tree", "-d", "--full-tree", sha, "--", self.subdir) or "").split()
-        tree = listed[2] if len(listed) >= 3 and listed[1] == "tree" else None
-        if tree is None:
+    def _head_sha(self) -> str | None:
+        """The commit HEAD points at, read from the refs without reading an object; None before the first commit."""
+        git = _gitpython()
+        try:
+            return str(git.SymbolicReference.dereference_recursive(self._repo, "HEAD"))
+        except ValueError:
+            return None
+
+    def _subtree(self, commit: git.Commit) -> str:
+        try:
+            found = commit.tree / self.subdir
+        except KeyError:
+            found = None
+        if found is None or found.type != "tree":
             raise CodeError(
-                f"commit {sha[:12]} has no directory {self.subdir}/ (the project is not committed there yet)",
+                f"commit {commit.hexsha[:12]} has no directory {self.subdir}/ (the project is not committed there yet)",
                 f"commit the project: `git add {self.subdir} && git commit`",
             )
-        return tree
+        return str(found.hexsha)
 
     def _first_remote(self) -> str | None:
-        """The URL of the first remote in the config, for the record; None without one."""
-        urls = self._maybe("config", "--get-regexp", r"^remote\..*\.url$")
-        return urls.splitlines()[0].split(" ", 1)[-1] if urls else None
+        """The first URL of the first remote in the repository's config, for the record; None without one."""
+        try:
+            config = self._repo.config_reader("repository")
+            for section in config.sections():
+                if section.startswith('remote "') and config.has_option(section, "url"):
+                    # get_values: all of a remote's urls in file order, as git lists them (remote.url is the last)
+                    return str(config.get_values(section, "url")[0])
+        except (configparser.Error, ValueError, TypeError):
+            pass  # a config GitPython cannot read must not stop a run: the remote is only recorded
+        return None
 
     def changes(self, exclude: list[Path] | None = None) -> list[Change]:
         """Uncommitted changes in the project directory: tracked edits and untracked files git does not ignore."""
@@ -138,23 +207,29 @@ class Repository:
             except ValueError:
                 continue
             pathspec.append(f":(exclude){rel}")
-        out = self._git("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames", "--", *pathspec)
+        # git's own status, one process (GitPython's index.diff and untracked_files would take three and detect
+        # renames). Porcelain v1 with -z is a format no setting changes: no color, no quoting (core.quotePath), no
+        # relative paths; the options override status.showUntrackedFiles and status.renames.
+        args = ("status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames", "--", *pathspec)
+        status, out, err = self._run(*args)
+        if status != 0:
+            raise CodeError(f"git {' '.join(args)} failed: {_oneline(err, status)}")
         changes = []
-        for item in out.split("\0"):
+        for item in str(out).split("\0"):
             if not item:
                 continue
             code, repo_path = item[:2], item[3:]
             if code == "??":
-                status = "untracked"
+                change = "untracked"
             elif "D" in code:
-                status = "deleted"
+                change = "deleted"
             elif "A" in code:
-                status = "added"
+                change = "added"
             elif "T" in code:
-                status = "typechange"
+                change = "typechange"
             else:
-                status = "modified"
-            changes.append(Change(path=self._project_relative(repo_path), status=status))
+                change = "modified"
+            changes.append(Change(path=self._project_relative(repo_path), status=change))
         return sorted(changes, key=lambda c: c.path)
 
     def _project_relative(self, repo_path: str) -> str:
@@ -164,29 +239,37 @@ class Repository:
 
     def diff_text(self) -> bytes:
         """``git diff HEAD`` of the project directory (binary-safe), for people to read."""
-        args = ["git", "diff", "HEAD", "--binary", "--no-color", "--", self.subdir or "."]
-        return subprocess.run(args, cwd=self.root, capture_output=True, check=False).stdout
+        # Options in place of settings a user may have: no external diff program (diff.external) or textconv filter,
+        # so the text stays a patch git can apply; no color; a/ and b/ prefixes; non-ASCII paths quoted, git's default.
+        status, out, err = self._run(
+            *("-c", "core.quotePath=true", "diff", "HEAD", "--binary", "--no-color", "--no-ext-diff", "--no-textconv"),
+            *("--src-prefix=a/", "--dst-prefix=b/", "--", self.subdir or "."),
+            text=False,
+        )
+        if status != 0:
+            raise CodeError(f"git diff HEAD failed: {_oneline(err, status)}")
+        return bytes(out)
 
     def read_file(self, commit: str, path: str) -> str | None:
         """A file of the project directory as committed, or None if the commit does not have it."""
+        git = _gitpython()
         full = f"{self.subdir}/{path}" if self.subdir else path
-        done = _run(self.root, "cat-file", "blob", f"{commit}:{full}")
-        return done.stdout.decode("utf-8", "replace") if done.returncode == 0 else None
+        with self._objects() as repo:
+            try:
+                found = _commit(repo, commit).tree / full
+            except (KeyError, ValueError, git.BadName, git.BadObject):
+                return None
+            if found.type != "blob":
+                return None
+            data: bytes = found.data_stream.read()
+        return data.decode("utf-8", "replace")
 
     def export_tree(self, tree: str, dest: IO[bytes]) -> None:
         """Write the tree as a tar: git's own archive of a tree, with a fixed mtime (no commit id, no time)."""
-        proc = subprocess.Popen(
-            ["git", "archive", "--format=tar", f"--mtime=@{CODE_MTIME}", tree],
-            cwd=self.root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        assert proc.stdout is not None and proc.stderr is not None
-        while chunk := proc.stdout.read(1 << 20):
-            dest.write(chunk)
-        stderr = proc.stderr.read()
-        if proc.wait() != 0:
-            raise CodeError(f"git archive of tree {tree} failed: {stderr.decode(errors='replace').strip()}")
+        # `git archive` through GitPython rather than Repo.archive, whose errors carry git's message only reformatted.
+        status, _, err = self._run("archive", "--format=tar", f"--mtime=@{CODE_MTIME}", "--", tree, output_stream=dest)
+        if status != 0:
+            raise CodeError(f"git archive of tree {tree} failed: {_oneline(err, status)}")
 
 
 def extract_code(archive: Path, dest: Path) -> int:
@@ -198,13 +281,40 @@ def extract_code(archive: Path, dest: Path) -> int:
     return count
 
 
-def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+def _commit(repo: git.Repo, rev: str) -> git.Commit:
+    """The commit ``rev`` names; a full id becomes a Commit directly, without a `git cat-file --batch-check`."""
+    git = _gitpython()
+    if len(rev) == 40 and all(c in "0123456789abcdef" for c in rev):
+        return git.Commit(repo, bytes.fromhex(rev))
+    return repo.commit(rev)
+
+
+def _gitpython() -> ModuleType:
+    """GitPython, imported on first use. Importing it runs `git version`, and fails if that cannot run (unless
+    GIT_PYTHON_REFRESH=quiet, when the first command fails instead)."""
     try:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, env=_GIT_ENV, check=False)
-    except FileNotFoundError:
-        raise CodeError("git is not installed", "install git (`apt-get install git`) and run again") from None
+        import git
+    except ImportError as exc:
+        if exc.name == "git":
+            raise CodeError("GitPython is not installed", "reinstall harness (`pip install harness`)") from None
+        if "Bad git executable" in str(exc):
+            raise _git_missing() from None
+        raise
+    return git
 
 
-def _stderr(done: subprocess.CompletedProcess[bytes]) -> str:
-    text = done.stderr.decode("utf-8", "replace").strip()
-    return " ".join(text.split()) or f"exit code {done.returncode}"
+@contextmanager
+def _no_git_is_a_code_error() -> Iterator[None]:
+    git = _gitpython()
+    try:
+        yield
+    except git.GitCommandNotFound:
+        raise _git_missing() from None
+
+
+def _git_missing() -> CodeError:
+    return CodeError("git is not installed", "install git (`apt-get install git`) and run again")
+
+
+def _oneline(stderr: str, status: int) -> str:
+    return " ".join(stderr.split()) or f"exit code {status}"
