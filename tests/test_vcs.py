@@ -58,6 +58,22 @@ def test_commit_facts_for_the_record(tmp_path: Path) -> None:
     assert Repository.open(tmp_path).resolve("HEAD").branch is None
 
 
+@pytest.mark.parametrize(
+    ("url", "recorded"),
+    [
+        ("https://user:ghp_secret@example.invalid/team/proj.git", "https://example.invalid/team/proj.git"),
+        ("https://oauth2:tok@example.invalid:8443/proj.git", "https://example.invalid:8443/proj.git"),
+        ("ssh://git@example.invalid/team/proj.git", "ssh://example.invalid/team/proj.git"),
+        ("git@example.invalid:team/proj.git", "git@example.invalid:team/proj.git"),
+        ("/srv/git/proj.git", "/srv/git/proj.git"),
+    ],
+)
+def test_the_recorded_remote_has_no_credentials(tmp_path: Path, url: str, recorded: str) -> None:
+    make_repo(tmp_path, {"a.py": "1\n"})
+    git(tmp_path, "remote", "add", "origin", url)
+    assert Repository.open(tmp_path).resolve("HEAD").remote == recorded
+
+
 def test_bare_repository_is_refused(tmp_path: Path) -> None:
     git(tmp_path, "init", "-q", "--bare")
     with pytest.raises(CodeError, match="bare git repository"):
