@@ -1,6 +1,7 @@
-"""harness.lock: format, validation, diffs, and real resolves/downloads of one small pure wheel (six).
+"""harness.lock: format, validation, diffs, and real resolves (uv) and downloads (pip) of small wheels.
 
-The network tests talk to the package index through the host's pip; they move ~12 kB each.
+The network tests talk to the package index: resolves read metadata only; downloads move six (~12 kB) and, once,
+a PyYAML wheel for CPython 3.13 (~0.8 MB).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from harness.env.lockinputs import parse_input
 
 from harness.env.lockfile import (
     DEFAULT_PLATFORM,
@@ -20,8 +22,18 @@ from harness.env.lockfile import (
     requirements_digest,
     write_lock,
 )
-from harness.env.wheels import PipError, PipRunner, compatible_platforms, fetch_wheels, file_sha256, resolve, run_pip
-from harness.errors import EnvironmentBuildError
+from harness.env.wheels import (
+    PipError,
+    PipRunner,
+    UvError,
+    compatible_platforms,
+    fetch_wheels,
+    file_sha256,
+    resolve,
+    run_pip,
+    uv_platform,
+)
+from harness.errors import ConfigError, EnvironmentBuildError
 
 SIX = LockedPackage(
     name="six",
@@ -181,8 +193,96 @@ def test_resolve_without_wheels_names_the_package_and_a_version_with_wheels() ->
     # PyYAML 5.3.1 predates Python 3.11: for cp311 it is an sdist only.
     with pytest.raises(EnvironmentBuildError) as info:
         resolve(["PyYAML==5.3.1"], "3.11", "manylinux_2_36_x86_64")
-    assert "PyYAML==5.3.1" in info.value.message
+    assert info.value.message.startswith("no wheel of PyYAML==5.3.1 for CPython 3.11 on manylinux_2_36_x86_64")
+    assert "versions with such wheels: 6.0, " in (info.value.hint or "")
     assert "`PyYAML==6." in (info.value.hint or "")
+
+
+def test_markers_are_evaluated_for_the_image_not_the_host() -> None:
+    """From this host (any Python, any OS) a lock for CPython 3.13 on Linux keeps exactly what 3.13 on Linux needs."""
+    requirements = ['six==1.16.0; python_version >= "3.12"', 'PyYAML==6.0.2; sys_platform == "darwin"']
+    lock = resolve(requirements, "3.13", "manylinux_2_41_x86_64")
+    assert [p.name for p in lock.packages] == ["six"]
+    assert lock.requirements == tuple(requirements)
+    assert resolve(requirements, "3.11", "manylinux_2_36_x86_64").packages == ()
+
+
+def test_a_binary_wheel_for_another_python_is_picked_by_the_images_tags_and_fetched(tmp_path: Path) -> None:
+    lock = resolve(["PyYAML==6.0.2"], "3.13", "manylinux_2_41_x86_64")
+    (pyyaml,) = lock.packages
+    assert pyyaml.filename.startswith("PyYAML-6.0.2-cp313-cp313-manylinux") and pyyaml.filename.endswith("x86_64.whl")
+    # The host's pip, told the image's tags, downloads exactly that file, and its sha256 is checked again.
+    paths = fetch_wheels(lock.packages, tmp_path, python=lock.python, platform=lock.platform)
+    assert paths["pyyaml"].name == pyyaml.filename and file_sha256(paths["pyyaml"]) == pyyaml.sha256
+
+
+PINNED_SIX = f"six==1.16.0 \\\n    --hash=sha256:{'1' * 64} \\\n    --hash=sha256:{SIX.sha256}\n"
+
+
+def test_a_pinned_file_is_used_as_it_is() -> None:
+    lock = resolve(parse_input(PINNED_SIX, "requirements.txt"), "3.13", "manylinux_2_41_x86_64")
+    assert lock.packages == (SIX,)
+    assert lock.requirements == ("six==1.16.0",)
+
+    # Hashes that allow no wheel for the image: refused, naming the files the index has for it.
+    other = PINNED_SIX.replace(SIX.sha256, "2" * 64)
+    with pytest.raises(EnvironmentBuildError) as info:
+        resolve(parse_input(other, "requirements.txt"), "3.13", "manylinux_2_41_x86_64")
+    assert "requirements.txt pins six 1.16.0 with 2 sha256 hashes, and none is of a wheel for CPython 3.13" in str(
+        info.value.message
+    )
+    assert SIX.filename in info.value.message
+
+
+def test_a_pinned_file_missing_a_dependency_is_refused() -> None:
+    # cryptography needs cffi on CPython: a pinned file without it is not complete for the image.
+    wheel = resolve(["cryptography==46.0.3"], "3.13", "manylinux_2_41_x86_64").package("cryptography")
+    assert wheel is not None
+    lock_text = f"cryptography==46.0.3 --hash=sha256:{wheel.sha256}\n"
+    with pytest.raises(ConfigError) as info:
+        resolve(parse_input(lock_text, "requirements.txt"), "3.13", "manylinux_2_41_x86_64")
+    assert "requirements.txt pins its requirements with hashes but not all that CPython 3.13" in info.value.message
+    assert "cffi " in info.value.message
+
+
+def test_uv_platform_clamps_to_the_newest_glibc_uv_knows() -> None:
+    assert uv_platform("manylinux_2_36_x86_64") == "x86_64-manylinux_2_36"
+    assert uv_platform("manylinux_2_41_x86_64") == "x86_64-manylinux_2_40"
+    assert uv_platform("manylinux_2_27_aarch64") == "aarch64-manylinux_2_17"
+    for unusable in ("manylinux_2_12_x86_64", "manylinux_2_31_armv7l", "linux_x86_64"):
+        with pytest.raises(ConfigError, match=r"cannot resolve for"):
+            uv_platform(unusable)
+
+
+def test_uvs_no_wheel_failure_is_explained_with_the_versions_pip_lists() -> None:
+    uv_output = (
+        "error: No solution found when resolving dependencies\n  cause: Because torch==1.0 has no usable wheels and "
+        "you require torch==1.0, we can conclude that your requirements are unsatisfiable.\n\nhint: Wheels are "
+        "required for `torch` because building from source is disabled for all packages (i.e., with `--no-build`)\n"
+    )
+
+    def uv(args: list[str]) -> str:
+        raise UvError(args, 1, uv_output)
+
+    asked: list[list[str]] = []
+
+    def pip(args: list[str]) -> None:
+        asked.append(args)
+        raise PipError(args, 1, "ERROR: No matching distribution (from versions: 2.5.0, 2.6.0rc1, 2.6.0)\n")
+
+    with pytest.raises(EnvironmentBuildError) as info:
+        resolve(["Torch==1.0"], "3.13", "manylinux_2_41_x86_64", uv=uv, pip=pip)
+    assert info.value.message.startswith("no wheel of Torch==1.0 for CPython 3.13 on manylinux_2_41_x86_64")
+    assert "versions with such wheels: 2.5.0, 2.6.0; pin one (e.g. `Torch==2.6.0`)" in (info.value.hint or "")
+    (args,) = asked
+    assert args[0] == "download" and "--no-deps" in args and "manylinux_2_41_x86_64" in args and "3.13" in args
+
+    # Any other uv failure keeps uv's own words.
+    def failing(args: list[str]) -> str:
+        raise UvError(args, 2, "error: Because nosuch was not found in the package registry ...")
+
+    with pytest.raises(UvError, match=r"nosuch was not found in the package registry"):
+        resolve(["nosuch"], "3.13", "manylinux_2_41_x86_64", uv=failing, pip=pip)
 
 
 # --- fetch_wheels ---------------------------------------------------------------------------------------

@@ -188,16 +188,22 @@ def init(args: argparse.Namespace) -> None:
 def lock(args: argparse.Namespace) -> None:
     """Pin the requirements by hash for the image's Python and platform.
 
-    Resolves the configured requirements file into the lock (wheels only) for the base's Python and platform,
-    not the host's: a recipe's, or what a digest-pinned image's own python3 reports (the first lock pulls and
-    archives that image, which needs Docker once). Says what changed against the old lock. Commit the lock: a
-    run whose lock is older than its requirements is refused.
+    Resolves the configured requirements (a requirements file, one already pinned with --hash, or pyproject.toml's
+    [project] dependencies) with uv into the lock (wheels only) for the base's Python and platform, not the host's:
+    a recipe's, or what a digest-pinned image's own python3 reports (the first lock pulls and archives that image,
+    which needs Docker once). The lock is harness.lock, or PEP 751 when named pylock.toml; a pylock.toml made by
+    another tool is only checked. Says what changed against the old lock. Commit the lock: a run whose lock is
+    older than its requirements is refused.
     """
     from harness.env.locking import lock_project
 
     outcome = lock_project(args.project.resolve(), TerminalReporter(args.as_json).progress)
     if args.as_json:
         print_json(outcome)
+        return
+    if not outcome["written"]:
+        # A pylock.toml that another tool keeps: checked for the image, left as it is.
+        echo(f"checked {outcome['lock']}: {len(outcome['packages'])} packages for the image, unchanged")
         return
     echo(f"wrote {outcome['lock']} ({len(outcome['packages'])} packages)")
     for line in outcome["changes"] or ["no changes"]:

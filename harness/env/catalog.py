@@ -15,7 +15,7 @@ from typing import Any
 from harness.docker.engine import Engine
 from harness.env import images, lockfile
 from harness.env.environment import Environment, Progress, check_lock_matches, environment_key, read_record
-from harness.env.lockfile import check_lock_current
+from harness.env.projectlock import read_project_lock
 from harness.env.recipe import Recipe, load_recipe
 from harness.errors import EngineUnavailable, NotFound
 from harness.paths import Layout, cache_root
@@ -51,10 +51,7 @@ def project_environment(project_dir: Path) -> ProjectEnvironment:
             f"{config.key('lock')}: {config.lock} does not exist in {config.root}",
             "run `harness lock` to resolve the requirements into it",
         )
-    lock = lockfile.read_lock(lock_path)
-    if config.requirements and (config.root / config.requirements).is_file():
-        text = (config.root / config.requirements).read_text(encoding="utf-8")
-        check_lock_current(lock, text, config.requirements)
+    lock = read_project_lock(config, recipe)
     check_lock_matches(recipe, lock)
     return ProjectEnvironment(config, recipe, lock, Layout.for_project(config.root))
 

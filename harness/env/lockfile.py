@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,9 @@ class LockedPackage:
     version: str
     filename: str
     sha256: str
+    # Where the resolver found the file; written to a pylock.toml for other installers. Not part of the lock's
+    # identity (equality, to_dict, digest): the file is pinned by its sha256, wherever it is fetched from.
+    url: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version, "filename": self.filename, "sha256": self.sha256}
@@ -294,15 +297,3 @@ def diff_locks(old: Lock | None, new: Lock) -> list[str]:
                 # Same version, other file: a different platform tag or a re-uploaded wheel.
                 lines.append(f"~ {name} {a.version} (wheel {a.filename} -> {b.filename})")
     return lines
-
-
-def check_lock_current(lock: Lock, requirements_text: str | None, requirements_name: str | None) -> None:
-    """Refuse a lock that was resolved from other requirements than the ones committed now."""
-    if requirements_text is None or requirements_name is None:
-        return
-    requirements = parse_requirements(requirements_text, requirements_name)
-    if requirements_digest(requirements) != lock.requirements_digest:
-        raise ConfigError(
-            f"the lock is older than {requirements_name}: the requirements changed since `harness lock` ran",
-            "run `harness lock`, commit the lock, and run again",
-        )

@@ -1,48 +1,55 @@
-"""Resolving requirements into a lock, and bringing the locked wheels into the cache, with the host's pip.
+"""Resolving requirements into a lock with uv, and bringing the locked wheels into the cache with the host's pip.
 
-The lock is for the image's platform and Python, not the host's: `resolve` runs the host's pip with
-``--platform``/``--python-version``/``--implementation``/``--abi`` and ``--only-binary=:all:``, so a lock
-made on a laptop names the same wheels the Debian image will install. `fetch_wheels` brings those exact
-files into the shared wheel cache (``<cache>/wheels/<sha256>/<filename>``), checking every byte.
+The lock is for the image's platform and Python, not the host's. `resolve` runs ``uv pip compile`` with
+``--python-version``/``--python-platform``, ``--only-binary :all:`` and ``--format pylock.toml``: uv evaluates
+environment markers for the target (a 3.11 or macOS host locks correctly for CPython 3.13 on Linux, which pip cannot:
+it evaluates markers against the host, pypa/pip#11010) and lists, per package, the wheels that fit the target with
+their URLs and sha256. pylock.py then picks the one wheel the image installs, by the target's tag order
+(wheeltags.py), so a lock made anywhere names the same files.
 
-pip is the only resolver and downloader; it is driven through one small interface, `PipRunner`
-(argv in, `PipError` out), so tests can count or fake pip calls without patching internals.
+`fetch_wheels` brings those exact files into the shared wheel cache (``<cache>/wheels/<sha256>/<filename>``) with
+``pip download --require-hashes``, checking every byte again itself.
+
+Each tool is driven through one small interface, `UvRunner` (argv in, stdout out, `UvError`) and `PipRunner` (argv
+in, `PipError` out), so tests can count or fake calls without patching internals.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from harness.digests import CHUNK
 from harness.env.lockfile import (
     DEFAULT_PLATFORM,
     DEFAULT_PYTHON,
     PYTHON_RE,
-    SHA256_RE,
     Lock,
     LockedPackage,
     canonical_name,
-    requirements_digest,
 )
+from harness.env.lockinputs import Requirements
+from harness.env.wheeltags import compatible_platforms, manylinux
 from harness.errors import ConfigError, EnvironmentBuildError
 
+__all__ = ["compatible_platforms"]  # re-exported: the target's platform tags, also used by fetch_wheels
+
 PipRunner = Callable[[list[str]], None]
+UvRunner = Callable[[list[str]], str]
 Progress = Callable[[str], None]
 
-_MANYLINUX_RE = re.compile(r"^manylinux_(\d+)_(\d+)_([a-z0-9_]+)$")
-# PEP 600 legacy aliases: a glibc version that also has a pre-PEP-600 name.
-_LEGACY_MANYLINUX = {(2, 17): "manylinux2014", (2, 12): "manylinux2010", (2, 5): "manylinux1"}
+# The manylinux glibc versions this uv accepts in --python-platform (`uv pip compile --help`), newest last. A target
+# with a newer glibc (trixie: 2.41) is resolved as the newest listed: uv then offers every wheel up to that glibc, and
+# the image runs them all; only a wheel built for exactly the newer glibc would be missed.
+UV_MANYLINUX = (17, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40)
+UV_MACHINES = ("x86_64", "aarch64")
 
 
 class PipError(EnvironmentBuildError):
@@ -59,6 +66,21 @@ class PipError(EnvironmentBuildError):
         self.output = output
 
 
+class UvError(EnvironmentBuildError):
+    """uv exited non-zero; `output` holds what it printed."""
+
+    def __init__(self, args: Sequence[str], returncode: int, output: str) -> None:
+        tail = "\n".join(output.strip().splitlines()[-20:])
+        super().__init__(
+            f"uv {' '.join(args[:2])} failed (exit {returncode}):\n{tail}",
+            hint="check the requirements and that the package index is reachable (uv reads UV_INDEX_URL, "
+            "UV_DEFAULT_INDEX and SSL_CERT_FILE)",
+        )
+        self.uv_args = list(args)
+        self.returncode = returncode
+        self.output = output
+
+
 def run_pip(args: list[str]) -> None:
     """The default `PipRunner`: the host's pip, quiet, no prompts, no version-check chatter."""
     argv = [sys.executable, "-m", "pip", *args]
@@ -68,31 +90,46 @@ def run_pip(args: list[str]) -> None:
         raise PipError(args, proc.returncode, proc.stdout + proc.stderr)
 
 
-def compatible_platforms(platform: str) -> list[str]:
-    """The platform tag and every older manylinux tag it can run, newest first.
+def uv_binary() -> str:
+    """The uv executable that the `uv` package installed next to this Python."""
+    try:
+        from uv import find_uv_bin
+    except ImportError:
+        raise EnvironmentBuildError(
+            "uv is not installed in harness's Python environment; `harness lock` resolves with it",
+            hint=f"{sys.executable} -m pip install uv",
+        ) from None
+    try:
+        return str(find_uv_bin())
+    except FileNotFoundError as exc:
+        raise EnvironmentBuildError(f"the uv package is installed but its binary is missing: {exc}") from None
 
-    pip 23 expands only legacy names (manylinux2014) and newer pips expand ``manylinux_x_y`` but drop tags
-    newer than the HOST's glibc; listing them ourselves makes the choice of wheels independent of the
-    host, which is the whole point of a lock for the image.
-    """
-    match = _MANYLINUX_RE.match(platform)
-    if not match:
-        return [platform]
-    major, minor, arch = int(match[1]), int(match[2]), match[3]
-    if major != 2:
-        return [platform]
-    # PEP 600: x86 wheels go back to glibc 2.5 (manylinux1); other arches start at 2.17.
-    oldest = 5 if arch in ("x86_64", "i686") else 17
-    tags: list[str] = []
-    for m in range(minor, oldest - 1, -1):
-        tags.append(f"manylinux_2_{m}_{arch}")
-        legacy = _LEGACY_MANYLINUX.get((2, m))
-        if legacy:
-            tags.append(f"{legacy}_{arch}")
-    return tags
+
+def run_uv(args: list[str]) -> str:
+    """The default `UvRunner`: the packaged uv binary, no colour, no progress, never downloading a Python."""
+    env = dict(os.environ, NO_COLOR="1", UV_NO_PROGRESS="1", UV_PYTHON_DOWNLOADS="never")
+    proc = subprocess.run([uv_binary(), *args], capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise UvError(args, proc.returncode, proc.stdout + proc.stderr)
+    return proc.stdout
+
+
+def uv_platform(platform: str) -> str:
+    """The ``--python-platform`` value for a manylinux platform tag: ``manylinux_2_36_x86_64`` ->
+    ``x86_64-manylinux_2_36``; a glibc newer than uv knows is clamped to the newest it knows (see UV_MANYLINUX)."""
+    target = manylinux(platform)
+    usable = [m for m in UV_MANYLINUX if target is not None and m <= target[0]]
+    if target is None or target[1] not in UV_MACHINES or not usable:
+        raise ConfigError(
+            f"platform: cannot resolve for {platform!r}: harness locks for manylinux platforms with glibc 2.17 or "
+            f"newer on {' or '.join(UV_MACHINES)} (such as 'manylinux_2_36_x86_64')",
+            hint="set the recipe's platform to the manylinux tag of its glibc and machine",
+        )
+    return f"{target[1]}-manylinux_2_{usable[-1]}"
 
 
 def _target_args(python: str, platform: str) -> list[str]:
+    """pip's options for the target, used to download (never to resolve: pip evaluates markers on the host)."""
     if not PYTHON_RE.match(python):
         raise ConfigError(f"python: expected a version like '3.11', got {python!r}")
     args = ["--only-binary=:all:"]
@@ -103,45 +140,36 @@ def _target_args(python: str, platform: str) -> list[str]:
     return args
 
 
-def _platform_machine(platform: str) -> str | None:
-    match = _MANYLINUX_RE.match(platform)
-    return match[3] if match else None
+def uv_compile_args(requirements_file: Path, python: str, platform: str) -> list[str]:
+    if not PYTHON_RE.match(python):
+        raise ConfigError(f"python: expected a version like '3.11', got {python!r}")
+    return [
+        "pip", "compile",
+        # The lock is a function of the requirements and the target: no uv.toml or [tool.uv] of the project or the
+        # user (sources, constraints, exclude-newer) may change it behind the requirements' back.
+        "--no-config",
+        "--python-version", python,
+        "--python-platform", uv_platform(platform),
+        "--only-binary", ":all:",  # the image build installs wheels and builds nothing
+        "--generate-hashes",
+        "--format", "pylock.toml",
+        "--no-header", "--quiet",
+        # The interpreter uv runs under is irrelevant to the result (no builds); naming this one stops uv from
+        # searching for, or downloading, another.
+        "--python", sys.executable,
+        str(requirements_file),
+    ]  # fmt: skip
 
 
-def _check_marker_environment(report: Mapping[str, Any], python: str, platform: str) -> None:
-    """pip evaluates environment markers against the host, whatever --platform says (pypa/pip#11010).
-
-    A host that differs from the target could silently drop or add dependencies, so refuse it.
-    """
-    env = report.get("environment") or {}
-    expected = {"python_version": python, "sys_platform": "linux", "implementation_name": "cpython"}
-    machine = _platform_machine(platform)
-    if machine:
-        expected["platform_machine"] = machine
-    differ = [f"{k}={env.get(k)!r} (target {v!r})" for k, v in expected.items() if env.get(k) != v]
-    if differ:
-        raise EnvironmentBuildError(
-            "cannot lock for the image from this host: pip evaluates dependency markers against the host, "
-            "and here " + ", ".join(differ),
-            hint=f"run `harness lock` with CPython {python} on Linux {machine or ''} (for example in CI)",
-        )
-
-
-def _no_wheel_error(output: str, python: str, platform: str) -> EnvironmentBuildError | None:
-    """Explain pip's "No matching distribution" for a wheels-only resolve, or None if it is not that."""
-    missing = re.search(r"No matching distribution found for (\S+)", output)
-    if not missing:
-        return None
-    requirement = missing[1]
-    versions = re.search(r"\(from versions: ([^)]*)\)", output)
-    listed = [v.strip() for v in versions[1].split(",")] if versions else []
+def _no_wheel_error(requirement: str, listed: Sequence[str], python: str, platform: str) -> EnvironmentBuildError:
+    """A wheels-only resolve found no wheel of ``requirement`` for the target; ``listed``: versions that have one."""
     # Suggest final releases only: a pre-release is rarely what a lock should pin.
-    listed = [v for v in listed if re.fullmatch(r"\d+(\.\d+)*(\.post\d+)?", v)]
+    finals = [v for v in listed if re.fullmatch(r"\d+(\.\d+)*(\.post\d+)?", v)]
     what = f"no wheel of {requirement} for CPython {python} on {platform}"
-    if listed:
+    if finals:
         name = re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0]
         hint = (
-            f"versions with such wheels: {', '.join(listed[-8:])}; pin one (e.g. `{name}=={listed[-1]}`) "
+            f"versions with such wheels: {', '.join(finals[-8:])}; pin one (e.g. `{name}=={finals[-1]}`) "
             "in the requirements and run `harness lock` again"
         )
     else:
@@ -152,77 +180,98 @@ def _no_wheel_error(output: str, python: str, platform: str) -> EnvironmentBuild
     return EnvironmentBuildError(f"{what} (only source distributions, or nothing, match)", hint=hint)
 
 
-def resolve(
-    requirements: Sequence[str],
-    python: str = DEFAULT_PYTHON,
-    platform: str = DEFAULT_PLATFORM,
-    *,
-    pip: PipRunner | None = None,
-) -> Lock:
-    """Resolve requirements to exact wheels for (python, platform) with the host's pip; download nothing."""
+def versions_with_wheels(name: str, python: str, platform: str, pip: PipRunner | None = None) -> list[str]:
+    """The versions of ``name`` that have a wheel for the target, oldest first, as pip's index query lists them.
+
+    Only for explaining a failed resolve: pip prints them when no version matches, and no version matches ``===``
+    an impossible string. Nothing is downloaded. [] when pip cannot tell.
+    """
     runner = pip or run_pip
-    for req in requirements:
-        # Passed as argv, so a leading dash would be read as a pip option.
-        if not req.strip() or req.lstrip().startswith("-"):
-            raise ConfigError(f"requirements: {req!r} is not a requirement", hint="use `name==version` lines")
-    if not requirements:
-        # Standard library only: nothing to resolve (and pip refuses to resolve nothing).
-        return Lock(python, platform, (), requirements_digest([]), ())
-    with tempfile.TemporaryDirectory(prefix="harness-lock-") as tmp:
-        report_path = Path(tmp) / "report.json"
-        args = [
-            "install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report_path),
-            *_target_args(python, platform),
-            "--target", str(Path(tmp) / "target"),
-            *requirements,
-        ]  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="harness-versions-") as tmp:
+        args = ["download", "--no-deps", "--quiet", "-d", tmp, *_target_args(python, platform), f"{name}===0+none"]
         try:
             runner(args)
         except PipError as exc:
-            explained = _no_wheel_error(exc.output, python, platform)
+            versions = re.search(r"\(from versions: ([^)]*)\)", exc.output)
+            if versions and versions[1].strip() != "none":
+                return [v.strip() for v in versions[1].split(",") if v.strip()]
+    return []
+
+
+def _explain_uv_error(
+    exc: UvError, requirements: Sequence[str], python: str, platform: str, pip: PipRunner | None
+) -> EnvironmentBuildError | None:
+    """uv's "no usable wheels" as harness's no-wheel error naming versions that have wheels; None if it is not that."""
+    output = exc.output
+    needed = re.search(r"Wheels are required for `([^`]+)`", output) or re.search(
+        r"Because (?:only )?([A-Za-z0-9][A-Za-z0-9._-]*)\S* (?:has|have) no (?:usable )?wheels", output
+    )
+    if needed is None:
+        return None
+    name = canonical_name(needed[1])
+    # Name the package as the user wrote it, if it is one of theirs (it may be a dependency of one).
+    mine = [r for r in requirements if canonical_name(re.split(r"[<>=!~;\[ @]", r.strip(), maxsplit=1)[0]) == name]
+    requirement = mine[0].split(";")[0].strip() if mine else name
+    return _no_wheel_error(requirement, versions_with_wheels(name, python, platform, pip), python, platform)
+
+
+def resolve(
+    requirements: Sequence[str] | Requirements,
+    python: str = DEFAULT_PYTHON,
+    platform: str = DEFAULT_PLATFORM,
+    *,
+    uv: UvRunner | None = None,
+    pip: PipRunner | None = None,
+) -> Lock:
+    """Resolve requirements to exact wheels for (python, platform) with uv; download nothing.
+
+    ``requirements`` is a list of requirement strings or a `Requirements` from lockinputs.py; a pinned one (with
+    hashes) is used as it is: uv only finds the files of the pinned versions, and each locked wheel must be one of
+    the files the pins allow.
+    """
+    from harness.env.pylock import read_pylock
+
+    if isinstance(requirements, Requirements):
+        reqs = requirements
+    else:
+        reqs = Requirements("requirements", "requirements", tuple(requirements))
+    for req in reqs.lines:
+        # Written to a requirements file, where a leading dash would be read as a pip option.
+        if not req.strip() or req.lstrip().startswith("-"):
+            raise ConfigError(f"requirements: {req!r} is not a requirement", hint="use `name==version` lines")
+    if not reqs.lines:
+        # Standard library only: nothing to resolve.
+        return Lock(python, platform, (), reqs.digest, ())
+    runner = uv or run_uv
+    with tempfile.TemporaryDirectory(prefix="harness-lock-") as tmp:
+        infile = Path(tmp) / "requirements.in"
+        infile.write_text("".join(f"{r}\n" for r in reqs.lines), encoding="utf-8")
+        try:
+            text = runner(uv_compile_args(infile, python, platform))
+        except UvError as exc:
+            explained = _explain_uv_error(exc, reqs.lines, python, platform, pip)
             if explained is not None:
                 raise explained from exc
             raise
-        try:
-            report = json.loads(report_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise EnvironmentBuildError(
-                f"pip wrote no readable install report ({exc})",
-                hint="harness needs pip >= 23.0 on the host: `python -m pip install -U pip`",
-            ) from exc
-    _check_marker_environment(report, python, platform)
-    packages = [_package_from_report(item) for item in report.get("install", [])]
+    pinned = reqs.hashes if reqs.kind == "pinned" else None
+    resolved = read_pylock(text, "uv's resolution", python, platform, pinned=pinned, pinned_in=reqs.source).lock
+    if pinned is not None:
+        extra = [p for p in resolved.packages if p.name not in pinned]
+        if extra:
+            names = ", ".join(f"{p.name} {p.version}" for p in extra)
+            raise ConfigError(
+                f"{reqs.source} pins its requirements with hashes but not all that CPython {python} on {platform} "
+                f"needs: {names}",
+                "regenerate it so it lists every dependency for Linux (uv export, pip-compile --generate-hashes), "
+                "or drop the hashes and let `harness lock` pin them",
+            )
     return Lock(
         python=python,
         platform=platform,
-        requirements=tuple(requirements),
-        requirements_digest=requirements_digest(requirements),
-        packages=tuple(sorted(packages, key=lambda p: p.name)),
+        requirements=reqs.lines,
+        requirements_digest=reqs.digest,
+        packages=resolved.packages,
     )
-
-
-def _package_from_report(item: Mapping[str, Any]) -> LockedPackage:
-    metadata = item.get("metadata", {})
-    name = canonical_name(str(metadata.get("name", "?")))
-    info = item.get("download_info", {})
-    url = str(info.get("url", ""))
-    filename = unquote(Path(urlsplit(url).path).name)
-    archive = info.get("archive_info")
-    if archive is None or not filename.endswith(".whl"):
-        raise EnvironmentBuildError(
-            f"{name}: resolved to {url or 'a local path'}, which is not a wheel from the index",
-            hint="harness locks wheels from the package index only; require a released version of it",
-        )
-    hashes = archive.get("hashes") or {}
-    sha256 = hashes.get("sha256")
-    if sha256 is None and str(archive.get("hash", "")).startswith("sha256="):
-        sha256 = archive["hash"].split("=", 1)[1]  # pip < 23 wrote only the legacy "hash" field
-    if not sha256 or not SHA256_RE.match(sha256):
-        raise EnvironmentBuildError(
-            f"{name}: the index gave no sha256 for {filename}",
-            hint="use an index that publishes sha256 hashes (PEP 503)",
-        )
-    return LockedPackage(name=name, version=str(metadata["version"]), filename=filename, sha256=sha256)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ CONFIG_FILES = ("harness.toml", "pyproject.toml")
 KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "name": ((str,), "a short name for runs of this project (default: the directory name)"),
     "base": ((str,), "the base image: a recipe name under images/ (e.g. 'bookworm')"),
-    "lock": ((str,), "the lock file: hash-pinned wheels for the image (written by `harness lock`)"),
-    "requirements": ((str,), "the requirements file `harness lock` resolves"),
+    "lock": ((str,), "the lock file: hash-pinned wheels for the image (harness.lock, or PEP 751 pylock.toml)"),
+    "requirements": ((str,), "what `harness lock` resolves: a requirements file, or pyproject.toml's dependencies"),
     "command": ((list, str), "the entry point, as an argv list (a string is split once, like a shell would)"),
     "params_file": ((str,), "YAML file of named param configs, selected with -c NAME"),
     "data": ((dict,), "data to snapshot: name = path; mounted read-only at /data/<name>"),

@@ -19,8 +19,8 @@ from typing import Any, Protocol, cast
 from harness.docker.engine import ContainerInterrupted, ContainerSpec, Engine, Mount
 from harness.env import images, lockfile
 from harness.env.environment import Environment
-from harness.env.lockfile import check_lock_current
-from harness.env.recipe import load_recipe
+from harness.env.projectlock import read_project_lock
+from harness.env.recipe import Recipe, load_recipe
 from harness.errors import INTERRUPTED_EXIT_CODE, CodeError, ConfigError, DirtyTreeError, HarnessError
 from harness.paths import Layout, in_ci
 from harness.project import codebase
@@ -83,6 +83,7 @@ class Project:
     commit: CommitInfo
     config: ProjectConfig
     params: Params
+    recipe: Recipe
     lock: lockfile.Lock
     changes: tuple[Change, ...]  # non-empty only for a dirty run
 
@@ -114,10 +115,12 @@ def load_project(request: RunRequest) -> Project:
     if config.params_file:
         named = load_named_configs(committed(config.params_file, "params file"), config.params_file)
     params = merge_params(config.params, named, request.configs, request.overrides, config.params_file)
-    lock = lockfile.parse_lock(committed(config.lock, "lock file"), Path(config.lock))
-    if config.requirements:
-        check_lock_current(lock, committed(config.requirements, "requirements file"), config.requirements)
-    return Project(layout, repo, commit, config, params, lock, tuple(changes))
+    # A project recipe (images/<base>.toml) comes from the commit being run, like the config and the lock; a dirty
+    # run reads the working tree, which is what it runs.
+    recipe_reader = None if changes else (lambda rel: repo.read_file(commit.commit, rel))
+    recipe = load_recipe(config.base, root, read=recipe_reader)
+    lock = read_project_lock(config, recipe, committed)
+    return Project(layout, repo, commit, config, params, recipe, lock, tuple(changes))
 
 
 def _check_clean(repo: Repository, commit: CommitInfo, request: RunRequest, layout: Layout) -> list[Change]:
@@ -171,11 +174,7 @@ def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -
     engine = engine or Engine.connect()
     host = host_facts(engine.version())
 
-    # A project recipe (images/<base>.toml) comes from the commit being run, like the config and the lock; a dirty
-    # run reads the working tree, which is what it runs.
-    committed_file = None if project.changes else (lambda rel: project.repo.read_file(project.commit.commit, rel))
-    recipe = load_recipe(project.config.base, layout.project, read=committed_file)
-    environment = images.ensure_environment(recipe, project.lock, layout, engine, reporter.progress)
+    environment = images.ensure_environment(project.recipe, project.lock, layout, engine, reporter.progress)
 
     reporter.progress("hashing code")
     archive = codebase.archive_tree(project.repo, project.commit.tree, store, layout.store / "code")
