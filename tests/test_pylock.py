@@ -7,11 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from harness.env.pylock import format_pylock, is_pylock, read_pylock, write_pylock
-from harness.env.wheeltags import best_wheel, target_tags
 
-from harness.env.lockfile import LockedPackage, read_lock, requirements_digest, write_lock
+from harness.env.lockfile import LockedPackage, is_pylock, read_lock, requirements_digest, write_lock
+from harness.env.pylock import format_pylock, read_pylock, write_pylock
 from harness.env.wheels import uv_binary
+from harness.env.wheeltags import best_wheel, target_tags
 from harness.errors import EnvironmentBuildError
 from tests.test_lockfile import SIX, make_lock
 

@@ -29,7 +29,14 @@ DEFAULT_PYTHON = "3.11"
 DEFAULT_PLATFORM = "manylinux_2_36_x86_64"
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+PYLOCK_NAME_RE = re.compile(r"^pylock(\.[^.]+)?\.toml$")
 PYTHON_RE = re.compile(r"^3\.\d+$")
+
+
+def is_pylock(path: str | Path) -> bool:
+    """PEP 751's lock file names, ``pylock.toml`` or ``pylock.<name>.toml`` (read by pylock.py); any other name is a
+    harness.lock."""
+    return bool(PYLOCK_NAME_RE.match(Path(path).name))
 
 
 def canonical_name(name: str) -> str:

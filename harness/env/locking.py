@@ -26,7 +26,7 @@ def lock_project(project_dir: Path, progress: Progress | None = None) -> dict[st
     """
     config = load_config(project_dir)
     lock_path = config.root / config.lock
-    as_pylock = pylock.is_pylock(config.lock)
+    as_pylock = lockfile.is_pylock(config.lock)
     foreign = as_pylock and lock_path.is_file() and not made_by_harness(lock_path.read_text(encoding="utf-8"))
     if not config.requirements and not foreign:
         raise ConfigError(

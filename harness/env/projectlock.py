@@ -8,7 +8,7 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.env import lockfile, lockinputs, pylock
+from harness.env import lockfile, lockinputs
 from harness.env.pinnedbase import resolve_archived
 from harness.env.recipe import Recipe
 from harness.errors import ConfigError, EnvironmentBuildError
@@ -64,7 +64,7 @@ def read_project_lock(config: ProjectConfig, recipe: Recipe, read: FileReader | 
 
 def parse_project_lock(config: ProjectConfig, recipe: Recipe, text: str) -> lockfile.Lock:
     """harness.lock, or a pylock.toml read for the recipe's Python and platform (its own, if harness wrote it)."""
-    if not pylock.is_pylock(config.lock):
+    if not lockfile.is_pylock(config.lock):
         return lockfile.parse_lock(text, Path(config.lock))
     by_harness = made_by_harness(text)
     if config.requirements and not by_harness:
@@ -77,7 +77,9 @@ def parse_project_lock(config: ProjectConfig, recipe: Recipe, text: str) -> lock
                 "once it has been pulled",
                 hint="run `harness lock` once: it asks the image, archives it, and checks the lock against it",
             )
-    return pylock.read_pylock(text, Path(config.lock), recipe.python, recipe.platform).lock
+    from harness.env.pylock import read_pylock  # packaging's tags and markers: only for a PEP 751 lock
+
+    return read_pylock(text, Path(config.lock), recipe.python, recipe.platform).lock
 
 
 def check_lock_current(lock: lockfile.Lock, requirements_text: str | None, requirements_name: str | None) -> None:

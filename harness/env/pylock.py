@@ -14,7 +14,6 @@ without that table was made by another tool (uv export, pip lock, pdm): it is us
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,13 +31,7 @@ from harness.env.wheeltags import best_wheel, manylinux, marker_holds, target_en
 from harness.errors import EnvironmentBuildError
 from harness.files import write_text_atomic
 
-PYLOCK_NAME_RE = re.compile(r"^pylock(\.[^.]+)?\.toml$")
 _SHOWN_FILES = 6
-
-
-def is_pylock(path: str | Path) -> bool:
-    """PEP 751 names: ``pylock.toml`` or ``pylock.<name>.toml``; anything else is a harness.lock."""
-    return bool(PYLOCK_NAME_RE.match(PurePosixPath(str(path)).name))
 
 
 @dataclass(frozen=True)
