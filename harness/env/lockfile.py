@@ -118,24 +118,10 @@ def requirements_digest(requirements: Sequence[str]) -> str:
     return sha256_json(list(requirements))
 
 
-def read_requirements(path: Path) -> list[str]:
-    """Requirement lines of a requirements.txt, in order; comments and blank lines dropped.
-
-    pip options (``-r``, ``--index-url``, ``-e``) are refused: the lock must be a function of the
-    requirements and the target platform only.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{path.name}: requirements file not found",
-            hint=f"create {path} with one requirement per line, e.g. `numpy==1.26.4`",
-        ) from None
-    return parse_requirements(text, path.name)
-
-
 def parse_requirements(text: str, name: str) -> list[str]:
-    """The requirement lines of requirements-file text (from the working tree or from a commit)."""
+    """The requirement lines of requirements-file text (from the working tree or from a commit), in order; comments
+    and blank lines dropped. pip options (``-r``, ``--index-url``, ``-e``) are refused: the lock must be a function
+    of the requirements and the target platform only. (lockinputs.py tells this kind from the others.)"""
     requirements: list[str] = []
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
