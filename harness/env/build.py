@@ -31,7 +31,6 @@ from harness.env.imageload import load_image
 from harness.env.lockfile import PIP_INSTALLER, Lock, LockedPackage, canonical_name
 from harness.env.pinnedbase import ensure_loaded
 from harness.env.recipe import Recipe
-from harness.env.wheels import fetch_wheels
 from harness.errors import EnvironmentBuildError
 from harness.files import file_lock, write_json_atomic
 from harness.paths import Layout
@@ -107,6 +106,9 @@ def build_environment(
     recipe: Recipe, lock: Lock, key: str, ref: str, layout: Layout, engine: Engine, store: Store, say: Progress
 ) -> Environment:
     say(f"fetching {len(lock.packages)} locked wheels")
+    # Imported here, on the build path only: wheels loads packaging's tag machinery, which every run would pay for.
+    from harness.env.wheels import fetch_wheels
+
     wheels = fetch_wheels(lock.packages, layout.wheels, say, python=lock.python, platform=lock.platform)
     installer = fetch_wheels([PIP_INSTALLER], layout.wheels, say)[PIP_INSTALLER.name]
     check_wheels(lock, wheels)
