@@ -1,21 +1,19 @@
-"""harness/docker/engine.py over harness/docker/dockerapi.py: the engine's HTTP API against the real Docker engine."""
+"""harness/engine.py over the Docker SDK, against the real Docker engine, and fake servers for what a real engine
+cannot be made to do on demand."""
 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import socket
 import struct
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness.docker.dockerapi import DockerAPI, demultiplex
-from harness.docker.engine import ContainerSpec, Engine, split_reference
+from harness.docker.engine import ContainerSpec, Engine, demultiplex, split_reference
 from harness.env.environment import Environment
 from harness.errors import EngineUnavailable, HarnessError
 from tests.registry import Registry
@@ -23,19 +21,19 @@ from tests.registry import Registry
 docker = pytest.mark.docker
 
 
-class Trickle(io.RawIOBase):
-    """Hands out a few bytes per read, as a socket may: frames must be reassembled across reads."""
+class Trickle:
+    """A socket that hands out a few bytes per recv, as a real one may: frames must be reassembled across reads."""
 
     def __init__(self, data: bytes, step: int) -> None:
         self.data, self.step = data, step
 
-    def readable(self) -> bool:
-        return True
+    def settimeout(self, _timeout: float | None) -> None:
+        pass
 
-    def readinto(self, buf: bytearray) -> int:  # type: ignore[override]
-        n = min(self.step, len(buf), len(self.data))
-        buf[:n], self.data = self.data[:n], self.data[n:]
-        return n
+    def recv(self, size: int) -> bytes:
+        n = min(self.step, size)
+        piece, self.data = self.data[:n], self.data[n:]
+        return piece
 
 
 def frame(kind: int, payload: bytes) -> bytes:
@@ -45,8 +43,22 @@ def frame(kind: int, payload: bytes) -> bytes:
 def test_demultiplex_reassembles_frames_split_anywhere() -> None:
     raw = frame(1, b"out one\n") + frame(2, b"err\n") + frame(1, b"x" * 70_000) + frame(0, b"") + frame(2, b"end")
     for step in (1, 3, 8, 4096):
-        got = list(demultiplex(Trickle(raw, step)))
-        assert got == [("stdout", b"out one\n"), ("stderr", b"err\n"), ("stdout", b"x" * 70_000), ("stderr", b"end")]
+        got: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+        order: list[str] = []
+        for stream, piece in demultiplex(Trickle(raw, step)):
+            got[stream] += piece
+            if not order or order[-1] != stream:
+                order.append(stream)
+        assert got == {"stdout": b"out one\n" + b"x" * 70_000, "stderr": b"err\nend"}
+        assert order == ["stdout", "stderr", "stdout", "stderr"]
+
+
+def test_demultiplex_refuses_a_stream_cut_inside_a_frame() -> None:
+    whole = frame(1, b"complete\n") + frame(2, b"cut short")
+    for cut in (len(whole) - 3, len(frame(1, b"complete\n")) + 5):  # inside a payload, inside a header
+        pieces = demultiplex(Trickle(whole[:cut], 4096))
+        with pytest.raises(ConnectionError, match="ended inside a frame"):
+            list(pieces)
 
 
 def test_image_references_split_like_docker() -> None:
@@ -57,7 +69,7 @@ def test_image_references_split_like_docker() -> None:
 
 def test_unreachable_or_unsupported_engines_are_explained(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
-    with pytest.raises(EngineUnavailable, match="cannot reach the Docker engine") as missing:
+    with pytest.raises(EngineUnavailable, match="cannot reach the Docker engine at unix://.*no.sock") as missing:
         Engine.connect()
     assert missing.value.hint and "docker info" in missing.value.hint
     # a tcp port where nothing listens
@@ -68,19 +80,77 @@ def test_unreachable_or_unsupported_engines_are_explained(monkeypatch: pytest.Mo
     with pytest.raises(EngineUnavailable, match="Connection refused"):
         Engine.connect()
     monkeypatch.setenv("DOCKER_HOST", "ssh://someone@somewhere")
-    with pytest.raises(EngineUnavailable, match="unix:// and tcp://"):
+    with pytest.raises(EngineUnavailable, match="unix:// and tcp://") as ssh:
         Engine.connect()
-    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2376")
+    assert ssh.value.hint and "ssh -NL" in ssh.value.hint
+    # TLS asked for, and the files it needs are not there
+    monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{port}")
     monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
-    with pytest.raises(EngineUnavailable, match="DOCKER_TLS_VERIFY") as tls:
-        DockerAPI()
-    assert tls.value.hint and "ssh -L" in tls.value.hint
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(tmp_path / "no-certs"))
+    with pytest.raises(
+        EngineUnavailable, match="asks for TLS to tcp://.*no-certs lacks ca.pem, cert.pem, key.pem"
+    ) as tls:
+        Engine.connect()
+    assert tls.value.hint and "no-certs" in tls.value.hint and "ca.pem" in tls.value.hint
+
+
+def test_a_docker_context_that_does_not_exist_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The docker CLI refuses it too; falling back to the local socket would reach another engine than chosen."""
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    monkeypatch.setenv("DOCKER_CONTEXT", "nowhere")
+    with pytest.raises(EngineUnavailable, match="docker context 'nowhere' \\(DOCKER_CONTEXT\\) does not exist") as gone:
+        Engine.connect()
+    assert gone.value.hint and "docker context ls" in gone.value.hint
+    monkeypatch.delenv("DOCKER_CONTEXT")
+    (tmp_path / "config.json").write_text(json.dumps({"currentContext": "elsewhere"}))
+    with pytest.raises(EngineUnavailable, match="'elsewhere' \\(currentContext in .*config.json\\) does not exist"):
+        Engine.connect()
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(EngineUnavailable, match="cannot read the docker CLI's .*config.json"):
+        Engine.connect()
+
+
+class FakeEngine:
+    """A unix socket that answers like an engine on /version and /_ping and with ``answers[path]`` elsewhere, one
+    connection per request; ``reset`` drops each connection with an RST instead of closing it."""
+
+    def __init__(self, path: Path, answers: dict[str, bytes], reset: bool = True) -> None:
+        self.answers, self.reset = answers, reset
+        self.server = socket.socket(socket.AF_UNIX)
+        self.server.bind(str(path))
+        self.server.listen(8)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return  # closed
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(65536)
+                target = request.split(b" ")[1].decode().split("?")[0]
+                path = "/" + target.split("/", 2)[2] if target.startswith("/v1.") else target
+                if path in ("/version", "/_ping"):
+                    body = b'{"ApiVersion": "1.41", "Version": "fake"}'
+                    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+                else:
+                    answer = self.answers[path]
+                conn.sendall(answer)
+                if self.reset:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    def close(self) -> None:
+        self.server.close()
 
 
 def test_a_server_that_is_not_docker_is_an_engine_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path = tmp_path / "fake.sock"
     body = b'{"message":"no daemon"}'
-    server = _serve_once(
+    server = _serve_error(
         path, b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
     )
     monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
@@ -89,41 +159,61 @@ def test_a_server_that_is_not_docker_is_an_engine_error(monkeypatch: pytest.Monk
     server.close()
 
 
-def _serve_once(path: Path, answer: bytes) -> socket.socket:
-    """A unix socket that answers one request with ``answer`` and then drops the connection (RST)."""
+def _serve_error(path: Path, answer: bytes) -> socket.socket:
+    """A unix socket that answers every request with ``answer``."""
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(path))
-    server.listen(1)
+    server.listen(4)
 
     def serve() -> None:
-        conn, _ = server.accept()
-        conn.recv(65536)
-        conn.sendall(answer)
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        conn.close()
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
 
     threading.Thread(target=serve, daemon=True).start()
     return server
 
 
-def test_a_connection_lost_half_way_is_an_engine_error(tmp_path: Path) -> None:
-    """The engine restarting mid-stream: a real engine cannot be made to do that on demand, so a fake socket."""
-    path = tmp_path / "engine.sock"
-    server = _serve_once(path, b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
-    api = DockerAPI(f"unix://{path}")
-    response = api.open("GET", "/images/x/get", stream=True)
-    with pytest.raises(EngineUnavailable, match="lost the connection to the Docker engine") as lost:
-        b"".join(api.chunks(response))
-    assert lost.value.hint and "docker info" in lost.value.hint
+@pytest.mark.parametrize("reset", [True, False], ids=["reset", "closed"])
+def test_a_connection_lost_half_way_is_an_engine_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, reset: bool
+) -> None:
+    """The engine restarting mid-stream, whether the connection is reset or closed cleanly short of the length it
+    announced or of the chunk that ends the body: never a short file or a quietly incomplete pull."""
+    head = b"HTTP/1.1 200 OK\r\nConnection: close\r\n"
+    answers = {
+        "/images/short/get": head + b"Content-Length: 1000000\r\n\r\n" + b"x" * 1000,
+        "/images/chunked/get": head + b"Transfer-Encoding: chunked\r\n\r\n" + b"3e8\r\n" + b"x" * 1000 + b"\r\n",
+        "/containers/c1/archive": head + b"Content-Length: 1000\r\n\r\n" + b"x" * 1000,
+        "/images/create": head
+        + b"Transfer-Encoding: chunked\r\n\r\n"
+        + b"15\r\n"
+        + b'{"status":"Pulling"}\n'
+        + b"\r\n",
+    }
+    server = FakeEngine(tmp_path / "engine.sock", answers, reset=reset)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/engine.sock")
+    engine = Engine.connect()
+    for ref in ("short", "chunked"):
+        with pytest.raises(EngineUnavailable, match="lost the connection to the Docker engine") as lost:
+            b"".join(engine.save_image(ref))
+        assert lost.value.hint and "docker info" in lost.value.hint
+    with pytest.raises(EngineUnavailable, match="lost the connection .* during docker pull base:1"):
+        engine.pull_image("base:1")
+
+    # what the caller does with the bytes is not blamed on the engine
+    class FullDisk:
+        def write(self, _chunk: bytes) -> int:
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        engine.export_path("c1", "/out", FullDisk())  # type: ignore[arg-type]
     server.close()
-
-    # what the caller does with an item is not blamed on the engine
-    def frames() -> Iterator[int]:
-        yield 1
-
-    with pytest.raises(ZeroDivisionError):
-        for n in api.guarded(frames()):
-            n / 0
 
 
 @docker
@@ -192,15 +282,18 @@ def test_pull_and_push_use_the_login_docker_stored(
         helper = helper_dir / "docker-credential-harnesstest"
         helper.write_text(
             "#!/bin/sh\nread host\n"
+            f'echo "$1 $host" >> {tmp_path / "helper-calls"}\n'
             f'[ "$host" = "{registry.host}" ] && echo \'{{"Username": "ci", "Secret": "s3cret"}}\' && exit 0\n'
             "echo 'credentials not found' && exit 1\n"
         )
         helper.chmod(0o755)
         monkeypatch.setenv("PATH", f"{helper_dir}:{os.environ['PATH']}")
+        # the same engine, after `docker login` switched to the helper: config.json is read again, as the CLI would
         (logged_in / "config.json").write_text(json.dumps({"credsStore": "harnesstest"}))
         engine.remove_image(ref)
         engine.pull_image(ref)
         assert (engine.inspect_image(ref) or {})["Id"] == tiny_env.image_id
+        assert (tmp_path / "helper-calls").read_text() == f"get {registry.host}\n"
     finally:
         engine.remove_image(ref)
         registry.stop()

@@ -10,7 +10,6 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from harness.env.lockinputs import parse_input
 
 from harness.env.lockfile import (
     DEFAULT_PLATFORM,
@@ -22,6 +21,7 @@ from harness.env.lockfile import (
     requirements_digest,
     write_lock,
 )
+from harness.env.lockinputs import parse_input
 from harness.env.wheels import (
     PipError,
     PipRunner,

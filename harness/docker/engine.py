@@ -1,29 +1,41 @@
-"""The only module that talks to Docker, through the engine's HTTP API (harness/docker/dockerapi.py).
+"""The only module that talks to Docker, through the Docker SDK for Python (``docker``).
 
-Everything above this module speaks in :class:`ContainerSpec` and plain values.
+Everything above this module speaks in :class:`ContainerSpec` and plain values. The SDK (with requests and urllib3,
+about 0.1 s of imports) is imported inside :meth:`Engine.connect` and the functions it serves, so
+``import harness.docker.engine`` does not load it and commands that need no engine never pay for it.
+
+Which engine, as the docker CLI decides: DOCKER_HOST, with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, read by the
+SDK's ``kwargs_from_env`` (what ``docker.from_env()`` reads); without DOCKER_HOST, the current docker context
+(harness/dockercontext.py); else the local socket. The API version is negotiated with the engine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
-import json
+import os
+import struct
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
-from harness.docker.dockerapi import APIError, DockerAPI, demultiplex, path_of, registry_auth
+from harness.docker.context import current_context
 from harness.errors import EngineUnavailable, HarnessError
 
 OutputSink = Callable[[str, bytes], None]
 """Receives ("stdout" | "stderr", chunk) as a container writes it."""
 
+T = TypeVar("T")
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+
 _START_HINT = (
     "start the Docker engine (`sudo systemctl start docker`, or `./scripts/setup` which installs and starts "
-    "Debian's docker.io) and check it with `docker info`; set DOCKER_HOST if it listens elsewhere"
+    "Debian's docker.io) and check it with `docker info`; set DOCKER_HOST or DOCKER_CONTEXT if it listens elsewhere"
 )
+_LOST_HINT = "check the engine with `docker info` (a restart drops every connection) and try again"
 
 
 @dataclass(frozen=True)
@@ -80,24 +92,28 @@ class ContainerInterrupted(HarnessError):
 class Engine:
     """A connected Docker engine."""
 
-    def __init__(self, api: DockerAPI) -> None:
-        self._api = api
+    def __init__(self, api: Any, where: str = DEFAULT_SOCKET) -> None:
+        self._api = api  # docker.APIClient
+        self._where = where
 
     @classmethod
     def connect(cls, timeout: int = 600) -> Engine:
-        api = DockerAPI(timeout=timeout)
+        """The engine DOCKER_HOST or the current docker context names, reachable and answering as Docker.
+
+        ``timeout`` bounds each request's wait for an answer, and how long a load's or a push's progress may stay
+        silent (the SDK's choice); a container's output and its wait, a pull, a save and an archive have none."""
+        kwargs, where, tls_hint = _client_settings(os.environ)
         try:
-            with api.open("GET", "/_ping") as response:
-                response.read()
-        except EngineUnavailable as exc:
-            raise EngineUnavailable(exc.message, _START_HINT) from None
-        except APIError as exc:
-            raise EngineUnavailable(f"the Docker engine at {api.host} answered: {exc.message}", _START_HINT) from None
-        return cls(api)
+            # version="auto" asks the engine for its API version: the one request that proves it is there
+            api = _client_class()(version="auto", timeout=timeout, **kwargs)
+        except Exception as exc:  # DockerException around requests', urllib3's and the socket's errors
+            raise _unreachable(exc, where, tls_hint) from None
+        return cls(api, where)
 
     # -- facts --------------------------------------------------------------------------------------------
     def version(self) -> dict[str, str]:
-        info = self._api.json("GET", "/version")
+        with self._talking("asking the engine its version"):
+            info = self._api.version()
         return {
             "engine_version": str(info.get("Version", "")),
             "api_version": str(info.get("ApiVersion", "")),
@@ -107,99 +123,106 @@ class Engine:
 
     # -- images -------------------------------------------------------------------------------------------
     def inspect_image(self, ref: str) -> dict[str, Any] | None:
-        try:
-            return dict(self._api.json("GET", path_of("/images/{}/json", ref)))
-        except APIError as exc:
-            if exc.status == 404:
+        from docker.errors import NotFound
+
+        with self._talking(f"docker image inspect {ref}"):
+            try:
+                return dict(self._api.inspect_image(ref))
+            except NotFound:
                 return None
-            raise
 
     def has_image(self, image_id: str) -> bool:
         return self.inspect_image(image_id) is not None
 
     def load_image(self, archive: Path) -> list[str]:
         """``docker load`` an archive; returns what the engine reported loading (ids or tags)."""
+        what = f"docker load of {archive}"
         loaded: list[str] = []
-        try:
-            with open(archive, "rb") as fh:
-                response = self._api.open(
-                    "POST", "/images/load", {"quiet": False}, fh, {"Content-Type": "application/x-tar"}, stream=True
-                )
-                for message in self._api.messages(response):
-                    if "error" in message:
-                        raise HarnessError(
-                            f"docker load of {archive} failed: {message['error']}",
-                            "the archive was kept; run `harness env verify` to check it",
-                        )
-                    stream = str(message.get("stream", "")).strip()
-                    for prefix in ("Loaded image ID: ", "Loaded image: "):
-                        if stream.startswith(prefix):
-                            loaded.append(stream[len(prefix) :])
-        except APIError as exc:
-            raise HarnessError(f"docker load of {archive} failed: {exc.message}") from None
+        with open(archive, "rb") as fh, self._talking(what):
+            for message in self._api.load_image(fh, quiet=False):
+                if "error" in message:
+                    raise HarnessError(
+                        f"{what} failed: {message['error']}",
+                        "the archive was kept; run `harness env verify` to check it",
+                    )
+                stream = str(message.get("stream", "")).strip()
+                for prefix in ("Loaded image ID: ", "Loaded image: "):
+                    if stream.startswith(prefix):
+                        loaded.append(stream[len(prefix) :])
         return loaded
 
     def tag_image(self, image_id: str, repository: str, tag: str) -> None:
-        self._api.json("POST", path_of("/images/{}/tag", image_id), {"repo": repository, "tag": tag})
+        with self._talking(f"docker tag {image_id} {repository}:{tag}"):
+            self._api.tag(image_id, repository, tag)
 
     def remove_image(self, ref: str) -> None:
-        try:
-            self._api.json("DELETE", path_of("/images/{}", ref), {"force": True})
-        except APIError as exc:
-            if exc.status != 404:
-                raise
+        from docker.errors import NotFound
+
+        with self._talking(f"docker rmi {ref}"), contextlib.suppress(NotFound):
+            self._api.remove_image(ref, force=True)
 
     def save_image(self, ref: str) -> Iterator[bytes]:
-        return self._api.chunks(self._api.open("GET", path_of("/images/{}/get", ref), stream=True))
+        """``docker save ref`` as it streams; a stream that ends short is an EngineUnavailable, not a short file."""
+        what = f"docker save {ref}"
+        with self._talking(what):
+            chunks = self._api.get_image(ref, chunk_size=CHUNK)
+        return self._guarded(chunks, what)
 
     def pull_image(self, ref: str) -> None:
         """``docker pull ref``; raises HarnessError with the engine's reason (registry down, unknown digest)."""
         name, tag = split_reference(ref)
-        self._progress_stream("pull", ref, "POST", "/images/create", {"fromImage": name, "tag": tag})
+        what = f"docker pull {ref}"
+        with self._talking(what):
+            self._reload_logins()
+            self._follow(self._api.pull(name, tag=tag, stream=True, decode=True), what)
 
     def push_image(self, ref: str) -> None:
         """``docker push ref`` (a tagged image); raises HarnessError with the engine's reason."""
         name, tag = split_reference(ref)
-        self._progress_stream("push", ref, "POST", path_of("/images/{}/push", name), {"tag": tag})
+        what = f"docker push {ref}"
+        with self._talking(what):
+            self._reload_logins()
+            self._follow(self._api.push(name, tag=tag, stream=True, decode=True), what)
 
-    def _progress_stream(self, verb: str, ref: str, method: str, path: str, params: dict[str, Any]) -> None:
-        auth = {"X-Registry-Auth": registry_auth(ref)}  # what `docker login` stored, else anonymous
-        try:
-            # Errors during the transfer arrive as messages in the stream, not as an HTTP status.
-            response = self._api.open(method, path, params, headers=auth, stream=True)
-            for message in self._api.messages(response):
-                if "error" in message:
-                    raise HarnessError(f"docker {verb} {ref} failed: {message['error']}")
-        except APIError as exc:
-            raise HarnessError(f"docker {verb} {ref} failed: {exc.message}") from None
+    def _reload_logins(self) -> None:
+        # The SDK reads config.json (`auths`, `credsStore`, `credHelpers`) once, when the client is made, and
+        # keeps it while it holds any login: read it again so a `docker login` since then counts, as it does
+        # for the docker CLI. Credential helpers are asked by the SDK per pull or push.
+        self._api.reload_config()
+
+    @staticmethod
+    def _follow(messages: Iterator[dict[str, Any]], what: str) -> None:
+        # Errors during the transfer arrive as messages in the stream, not as an HTTP status.
+        for message in messages:
+            if "error" in message:
+                raise HarnessError(f"{what} failed: {message['error']}")
 
     # -- containers ---------------------------------------------------------------------------------------
     def _create(self, spec: ContainerSpec) -> str:
-        host_config = {
-            "Binds": [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts],
-            "Tmpfs": dict(spec.tmpfs),
-            "NetworkMode": "bridge" if spec.network else "none",
-            "ReadonlyRootfs": spec.read_only_root,
-            "CapDrop": ["ALL"] if spec.drop_capabilities else None,
-            "SecurityOpt": ["no-new-privileges"],
-            "AutoRemove": False,
-        }
-        body = {
-            "Image": spec.image,
-            "Cmd": list(spec.command),
-            "Env": [f"{k}={v}" for k, v in spec.env.items()],
-            "WorkingDir": spec.workdir,
-            "User": spec.user or "",
-            "Hostname": spec.hostname,
-            "Labels": dict(spec.labels),
-            "NetworkDisabled": not spec.network,
-            "AttachStdout": True,
-            "AttachStderr": True,
-            "Tty": False,
-            "OpenStdin": False,
-            "HostConfig": host_config,
-        }
-        created = self._api.json("POST", "/containers/create", {"name": spec.name}, body)
+        api = self._api
+        host_config = api.create_host_config(
+            binds=[f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts],
+            tmpfs=dict(spec.tmpfs),
+            network_mode="bridge" if spec.network else "none",
+            read_only=spec.read_only_root,
+            cap_drop=["ALL"] if spec.drop_capabilities else None,
+            security_opt=["no-new-privileges"],
+            auto_remove=False,
+        )
+        created = api.create_container(
+            image=spec.image,
+            command=list(spec.command),
+            environment=dict(spec.env),
+            working_dir=spec.workdir,
+            user=spec.user or "",
+            hostname=spec.hostname,
+            labels=dict(spec.labels),
+            network_disabled=not spec.network,
+            host_config=host_config,
+            name=spec.name,
+            tty=False,
+            stdin_open=False,
+        )
         return str(created["Id"])
 
     def run(self, spec: ContainerSpec, sink: OutputSink | None = None, keep: bool = False) -> tuple[int, str]:
@@ -208,24 +231,28 @@ class Engine:
         The container is removed afterwards unless ``keep`` (the caller then calls :meth:`remove`).
         A KeyboardInterrupt kills and removes the container and raises :class:`ContainerInterrupted`.
         """
-        try:
-            container_id = self._create(spec)
-        except APIError as exc:
-            if exc.status == 404:
+        from docker.errors import ImageNotFound
+
+        with self._talking("creating the container"):
+            try:
+                container_id = self._create(spec)
+            except ImageNotFound:
                 raise HarnessError(f"image {spec.image} is not present in the Docker engine") from None
-            raise HarnessError(f"could not create the container: {exc.message}") from None
+        what = f"running container {container_id[:12]}"
         try:
-            # Attach before starting (with the logs so far), so no output is lost however fast the command is.
-            params = {"stream": True, "stdout": True, "stderr": True, "logs": True}
-            attached = self._api.open("POST", path_of("/containers/{}/attach", container_id), params, stream=True)
-            with attached:
-                self._api.json("POST", path_of("/containers/{}/start", container_id))
-                for stream, chunk in self._api.guarded(demultiplex(attached)):
+            with self._talking(what):
+                # Attach before starting (with the logs so far), so no output is lost however fast the command is.
+                attached = self._api.attach_socket(container_id, {"stdout": 1, "stderr": 1, "stream": 1, "logs": 1})
+            try:
+                with self._talking(what):
+                    self._api.start(container_id)
+                for stream, chunk in self._guarded(demultiplex(attached), what):
                     if sink is not None:
                         sink(stream, chunk)
-            waited = self._api.open("POST", path_of("/containers/{}/wait", container_id), stream=True)
-            with waited:
-                code = int(json.loads(waited.read()).get("StatusCode", 1))
+            finally:
+                _close_attached(attached)
+            with self._talking(what):
+                code = int(self._api.wait(container_id).get("StatusCode", 1))
         except KeyboardInterrupt:
             self.remove(container_id)
             raise ContainerInterrupted(
@@ -240,13 +267,15 @@ class Engine:
         return code, container_id
 
     def remove(self, container_id: str) -> None:
-        with contextlib.suppress(HarnessError):
-            self._api.json("DELETE", path_of("/containers/{}", container_id), {"force": True})
+        with contextlib.suppress(HarnessError), self._talking(f"docker rm -f {container_id[:12]}"):
+            self._api.remove_container(container_id, force=True)
 
     def export_path(self, container_id: str, path: str, dest: IO[bytes]) -> None:
         """Write ``path`` of a (stopped) container to ``dest`` as the engine's tar stream."""
-        response = self._api.open("GET", path_of("/containers/{}/archive", container_id), {"path": path}, stream=True)
-        for chunk in self._api.chunks(response):
+        what = f"copying {path} out of container {container_id[:12]}"
+        with self._talking(what):
+            chunks, _stat = self._api.get_archive(container_id, path, chunk_size=CHUNK)
+        for chunk in self._guarded(chunks, what):
             dest.write(chunk)
 
     def read_file(self, container_id: str, path: str) -> bytes:
@@ -261,6 +290,35 @@ class Engine:
             assert extracted is not None
             return extracted.read()
 
+    # -- errors -------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _talking(self, what: str) -> Iterator[None]:
+        """Around SDK calls. The engine refusing is a HarnessError saying what failed and the engine's reason; a
+        connection that breaks, or a stream that ends short, is an EngineUnavailable naming the engine."""
+        from docker.errors import APIError, DockerException
+
+        try:
+            yield
+        except APIError as exc:
+            raise HarnessError(f"{what} failed: {exc.explanation or exc}") from None
+        except _broken_connection() as exc:
+            raise EngineUnavailable(
+                f"lost the connection to the Docker engine at {self._where} during {what}: {_reason(exc)}", _LOST_HINT
+            ) from None
+        except DockerException as exc:
+            raise HarnessError(f"{what} failed: {exc}") from None
+
+    def _guarded(self, items: Iterator[T], what: str) -> Iterator[T]:
+        """``items``, each read under :meth:`_talking`; what the caller does with an item is not blamed on the
+        engine (a full disk while writing a saved image is the disk's error)."""
+        while True:
+            with self._talking(what):
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+            yield item
+
 
 def split_reference(ref: str) -> tuple[str, str]:
     """(name, tag or digest) of an image reference; "latest" when it has neither, as `docker pull` does (the
@@ -274,3 +332,198 @@ def split_reference(ref: str) -> tuple[str, str]:
         repo, _, tag = last.partition(":")
         return f"{head}/{repo}" if head else repo, tag
     return ref, "latest"
+
+
+CHUNK = 1 << 16
+
+
+@functools.cache
+def _broken_connection() -> tuple[type[BaseException], ...]:
+    """What the SDK's layers raise when a connection fails or a response is cut short: requests' errors (its
+    ChunkedEncodingError for a short body), urllib3's and http.client's that escape them on raw reads, the
+    SDK's own for a cut JSON stream, and the socket's."""
+    import http.client
+
+    import requests.exceptions
+    import urllib3.exceptions
+    from docker.errors import StreamParseError
+
+    return (
+        requests.exceptions.RequestException,
+        urllib3.exceptions.HTTPError,
+        http.client.HTTPException,
+        StreamParseError,
+        OSError,
+    )
+
+
+@functools.cache
+def _client_class() -> Any:
+    """docker.APIClient that keeps the CA its TLS settings name.
+
+    requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE replace a session's CA (its merge_environment_settings
+    prefers the environment to ``Session.verify``: docker/docker-py#2433), so DOCKER_CERT_PATH's ca.pem would be
+    ignored wherever those are set, as on machines that point Python at the system's CA bundle."""
+    from docker import APIClient
+
+    class Client(APIClient):  # type: ignore[misc]
+        def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+            merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if self.verify is not True:  # a CA file from the TLS settings, or verification turned off
+                merged["verify"] = self.verify
+            return merged
+
+    return Client
+
+
+def _client_settings(environ: Mapping[str, str]) -> tuple[dict[str, Any], str, str]:
+    """(docker.APIClient keyword arguments, the engine's address for messages, a hint for TLS failures)."""
+    from docker.tls import TLSConfig
+    from docker.utils import kwargs_from_env
+
+    host = environ.get("DOCKER_HOST")
+    if host:
+        _check_scheme(host, "DOCKER_HOST")
+        cert_dir = Path(environ.get("DOCKER_CERT_PATH") or Path.home() / ".docker")
+        tls_hint = (
+            f"DOCKER_CERT_PATH ({cert_dir}) must hold ca.pem (the CA that signed the engine's certificate), and "
+            "cert.pem and key.pem (a client certificate the engine accepts); check them with `docker version`"
+        )
+        from docker.errors import TLSParameterError
+
+        try:
+            # TLS settings apply to DOCKER_HOST only, as for the docker CLI
+            return kwargs_from_env(environment=environ), f"{host} (DOCKER_HOST)", tls_hint
+        except TLSParameterError:
+            missing = [name for name in ("ca.pem", "cert.pem", "key.pem") if not (cert_dir / name).is_file()]
+            raise EngineUnavailable(
+                f"DOCKER_TLS_VERIFY or DOCKER_CERT_PATH asks for TLS to {host}, and {cert_dir} lacks "
+                + ", ".join(missing),
+                tls_hint,
+            ) from None
+    context = current_context(environ)
+    if context is None or context.host is None:
+        where = DEFAULT_SOCKET if context is None else f"{DEFAULT_SOCKET} (docker context {context.name})"
+        return {"base_url": DEFAULT_SOCKET}, where, _START_HINT
+    _check_scheme(context.host, f"docker context {context.name}")
+    where = f"{context.host} (docker context {context.name}, {context.chosen_by})"
+    tls_hint = (
+        f"the TLS files of docker context {context.name} ({context.tls_dir or 'none'}) must hold the CA that "
+        f"signed the engine's certificate and a client certificate it accepts; check with "
+        f"`docker --context {context.name} version`"
+    )
+    if not context.tls:
+        return {"base_url": context.host}, where, tls_hint
+    client_cert = (str(context.cert), str(context.key)) if context.cert and context.key else None
+    tls = TLSConfig(
+        client_cert=client_cert,
+        ca_cert=str(context.ca) if context.ca else None,
+        verify=not context.skip_tls_verify,
+    )
+    return {"base_url": context.host, "tls": tls}, where, tls_hint
+
+
+def _check_scheme(host: str, named_by: str) -> None:
+    # The SDK reaches ssh:// only through paramiko (not a dependency) or by running ssh with its own socket
+    # type, which the attach reader here has not been tested with.
+    if host.startswith("ssh://"):
+        raise EngineUnavailable(
+            f"{named_by} is {host}: harness talks to Docker engines over unix:// and tcp:// (TLS included)",
+            "forward the engine's socket over SSH (ssh -NL /tmp/docker.sock:/var/run/docker.sock HOST) and set "
+            "DOCKER_HOST=unix:///tmp/docker.sock",
+        )
+
+
+def _unreachable(exc: BaseException, where: str, tls_hint: str) -> EngineUnavailable:
+    import ssl
+
+    from docker.errors import APIError
+
+    chain = _chain(exc)
+    answered = next((e for e in chain if isinstance(e, APIError)), None)
+    if answered is not None:
+        reason = answered.explanation or str(answered)
+        return EngineUnavailable(
+            f"the Docker engine at {where} answered: {reason}",
+            "check that it is a Docker engine and how harness reaches it with `docker version`; one that speaks "
+            "TLS needs DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH, or a docker context with its TLS files",
+        )
+    if any(isinstance(e, ssl.SSLError) for e in chain):
+        return EngineUnavailable(f"cannot reach the Docker engine at {where}: TLS: {_reason(exc)}", tls_hint)
+    return EngineUnavailable(f"cannot reach the Docker engine at {where}: {_reason(exc)}", _START_HINT)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps, breadth first: the SDK, requests and urllib3 each wrap the socket's error, in
+    ``args``, ``reason`` or ``__cause__``."""
+    found: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        current = todo.pop(0)
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        todo += [arg for arg in current.args if isinstance(arg, BaseException)]
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            todo.append(reason)
+        if current.__cause__ is not None:  # not __context__: what was being handled when it was raised
+            todo.append(current.__cause__)
+    return found
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost error's words ("Connection refused"), not a wrapper's repr of the whole chain."""
+    chain = _chain(exc)  # by depth, so the innermost come last
+    for error in reversed(chain):
+        if isinstance(error, OSError) and error.strerror:
+            words = str(error.strerror)
+            return words.rsplit(" (_ssl.c:", 1)[0] if words.endswith(")") else words  # not OpenSSL's line number
+    return str(chain[-1]) or type(chain[-1]).__name__
+
+
+def _close_attached(sock: Any) -> None:
+    """Close an attach socket's HTTP response, and with it the connection. Closing the socket alone leaves the
+    response holding it open until garbage collection, which then fails noisily flushing a closed file; the
+    SDK keeps the response on the socket for this (``_get_raw_response_socket``)."""
+    response = getattr(sock, "_response", None)
+    with contextlib.suppress(OSError):
+        (response or sock).close()
+
+
+def demultiplex(sock: Any) -> Iterator[tuple[str, bytes]]:
+    """("stdout" | "stderr", bytes) of a container's attach stream without a TTY, each piece as it arrives.
+
+    The stream is frames of an 8-byte header (stream type, three zero bytes, big-endian payload length) and the
+    payload. A stream that ends inside a frame is a lost connection (ConnectionError), not a quiet end.
+
+    Not the SDK's ``frames_iter``: it poll()s the socket's descriptor before each read, and over TLS a frame whose
+    bytes the SSL layer has already taken off the socket then waits for the next record (measured: a container
+    that wrote a line, slept 1 s and wrote another delivered the first after 1.1 s instead of 0.09 s). It also
+    ends quietly on a stream cut inside a frame."""
+    raw = getattr(sock, "_sock", sock)  # socket.SocketIO over the socket (unix, tcp), or the SSLSocket itself
+    raw.settimeout(None)  # a container may stay silent for hours; the request timeout is not for its output
+    names = {2: "stderr"}
+    while True:
+        header = _receive_exactly(raw, 8)
+        if not header:
+            return  # the engine ended the stream between frames: the container is done
+        kind, left = struct.unpack(">BxxxL", header)
+        while left:
+            piece = raw.recv(min(left, CHUNK))
+            if not piece:
+                raise ConnectionError("the engine's output stream ended inside a frame")
+            left -= len(piece)
+            yield names.get(kind, "stdout"), piece
+
+
+def _receive_exactly(raw: Any, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        piece = raw.recv(size - len(data))
+        if not piece:
+            if data:
+                raise ConnectionError("the engine's output stream ended inside a frame header")
+            break
+        data += piece
+    return data
