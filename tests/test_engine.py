@@ -1,5 +1,5 @@
-"""harness/engine.py over the Docker SDK, against the real Docker engine, and fake servers for what a real engine
-cannot be made to do on demand."""
+"""harness/engine.py over the Docker SDK, against the real Docker engine, a second TLS engine the tests start, and
+fake servers for what a real engine cannot be made to do on demand."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import base64
 import json
 import os
 import socket
+import ssl
 import struct
+import subprocess
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,7 @@ from harness.docker.engine import ContainerSpec, Engine, demultiplex, split_refe
 from harness.env.environment import Environment
 from harness.errors import EngineUnavailable, HarnessError
 from tests.registry import Registry
+from tests.tls_engine import PROBE_SLEEP_S, TLSEngine, client_dir, make_ca
 
 docker = pytest.mark.docker
 
@@ -297,3 +302,102 @@ def test_pull_and_push_use_the_login_docker_stored(
     finally:
         engine.remove_image(ref)
         registry.stop()
+
+
+# -- a second engine, reached over TLS -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tls_engine() -> Iterator[TLSEngine]:
+    """A dockerd of the tests' own on a loopback TLS port (tests/tls_engine.py), stopped and deleted afterwards."""
+    started = TLSEngine()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def _docker_env(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
+    """Only ``env`` of the variables that choose an engine. REQUESTS_CA_BUNDLE is set as on machines that point
+    Python at the system's CAs: requests would let it replace the engine's CA."""
+    for name in ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONTEXT", "DOCKER_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ssl.get_default_verify_paths().openssl_cafile)
+
+
+@docker
+def test_a_tls_engine_named_by_docker_host(
+    tls_engine: TLSEngine, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _docker_env(monkeypatch, DOCKER_HOST=tls_engine.host, DOCKER_TLS_VERIFY="1", DOCKER_CERT_PATH=str(tls_engine.certs))
+    remote = Engine.connect()
+    assert remote.version()["engine_version"]
+    assert remote.load_image(tls_engine.probe_archive) == [tls_engine.probe]
+    assert remote.has_image(tls_engine.probe) and not engine.has_image(tls_engine.probe)  # another engine
+
+    # over TLS too, output reaches the sink as the container writes it: the probe writes, sleeps, writes again
+    arrivals: list[tuple[float, str, bytes]] = []
+    spec = ContainerSpec(image=tls_engine.probe, command=("/probe",))
+    code, _ = remote.run(spec, lambda stream, chunk: arrivals.append((time.monotonic(), stream, chunk)))
+    finished = time.monotonic()
+    assert code == 3
+    assert [(stream, chunk) for _, stream, chunk in arrivals] == [("stdout", b"out\n"), ("stderr", b"err\n")]
+    assert finished - arrivals[0][0] > PROBE_SLEEP_S / 2, "the first line waited for the second"
+    assert not tls_engine.cli("ps", "--all", "--quiet")  # removed
+
+
+@docker
+def test_a_tls_engine_chosen_by_docker_context(
+    tls_engine: TLSEngine, engine: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """DOCKER_HOST unset: DOCKER_CONTEXT, else config.json's currentContext, as `docker context` writes them (and
+    without a config.json, as `docker context create` leaves a fresh DOCKER_CONFIG)."""
+    _docker_env(monkeypatch, DOCKER_CONFIG=str(tmp_path / "docker"))
+    certs = tls_engine.certs
+    endpoint = f"host={tls_engine.host},ca={certs / 'ca.pem'},cert={certs / 'cert.pem'},key={certs / 'key.pem'}"
+    subprocess.run(
+        ["docker", "context", "create", "harness-tls", "--docker", endpoint], check=True, capture_output=True
+    )
+    assert not (tmp_path / "docker" / "config.json").exists()
+
+    monkeypatch.setenv("DOCKER_CONTEXT", "harness-tls")
+    assert Engine.connect().has_image(tls_engine.probe)
+
+    monkeypatch.delenv("DOCKER_CONTEXT")
+    subprocess.run(["docker", "context", "use", "harness-tls"], check=True, capture_output=True)
+    assert Engine.connect().has_image(tls_engine.probe)
+
+    monkeypatch.setenv("DOCKER_CONTEXT", "default")  # overrides currentContext: the local engine
+    assert not Engine.connect().has_image(tls_engine.probe)
+
+
+@docker
+def test_a_tls_engine_is_refused_with_the_wrong_certificates(
+    tls_engine: TLSEngine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    other_ca = make_ca(tmp_path / "other-ca", "harness-test-other-ca")
+    # a client certificate the engine accepts, and a CA that did not sign the engine's certificate
+    wrong_ca = client_dir(tmp_path / "wrong-ca", tls_engine.ca, other_ca[0])
+    _docker_env(monkeypatch, DOCKER_HOST=tls_engine.host, DOCKER_TLS_VERIFY="1", DOCKER_CERT_PATH=str(wrong_ca))
+    with pytest.raises(EngineUnavailable, match="TLS: .*certificate verify failed") as refused:
+        Engine.connect()
+    assert refused.value.hint and str(wrong_ca) in refused.value.hint
+
+    # the engine's CA, and a client certificate it did not issue
+    stranger = client_dir(tmp_path / "stranger", other_ca, tls_engine.ca[0])
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(stranger))
+    with pytest.raises(EngineUnavailable, match="cannot reach the Docker engine at tcp://127.0.0.1:.*TLS") as rejected:
+        Engine.connect()
+    assert rejected.value.hint and str(stranger) in rejected.value.hint
+
+    # a docker context with the wrong CA is refused the same way
+    _docker_env(monkeypatch, DOCKER_CONFIG=str(tmp_path / "docker"), DOCKER_CONTEXT="wrong-ca")
+    endpoint = (
+        f"host={tls_engine.host},ca={wrong_ca / 'ca.pem'},cert={wrong_ca / 'cert.pem'},key={wrong_ca / 'key.pem'}"
+    )
+    subprocess.run(["docker", "context", "create", "wrong-ca", "--docker", endpoint], check=True, capture_output=True)
+    with pytest.raises(EngineUnavailable, match="docker context wrong-ca.*TLS: .*certificate verify failed") as ctx:
+        Engine.connect()
+    assert ctx.value.hint and "docker --context wrong-ca version" in ctx.value.hint
