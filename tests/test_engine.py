@@ -1,4 +1,4 @@
-"""harness/engine.py over the Docker SDK, against the real Docker engine, a second TLS engine the tests start, and
+"""harness/docker/engine.py over the Docker SDK, against the real Docker engine, a second TLS engine the tests start, and
 fake servers for what a real engine cannot be made to do on demand."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The context is the one DOCKER_CONTEXT names, else ``currentContext`` in ``$DOCKER_CONFIG/config.json``
 (``~/.docker/config.json``), else ``default`` (the local socket). Its endpoint is read from the CLI's store:
 ``contexts/meta/<sha256 of name>/meta.json`` and ``contexts/tls/<sha256 of name>/docker/{ca,cert,key}.pem``
-under the same config directory. harness/engine.py turns the answer into a Docker SDK client.
+under the same config directory. harness/docker/engine.py turns the answer into a Docker SDK client.
 
 Why not docker-py's own context support (docker/context/, 7.x), checked against 7.2.0:
 - it finds the store through ``find_config_file()``: with ``$DOCKER_CONFIG`` holding contexts but no

@@ -6,7 +6,7 @@ about 0.1 s of imports) is imported inside :meth:`Engine.connect` and the functi
 
 Which engine, as the docker CLI decides: DOCKER_HOST, with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, read by the
 SDK's ``kwargs_from_env`` (what ``docker.from_env()`` reads); without DOCKER_HOST, the current docker context
-(harness/dockercontext.py); else the local socket. The API version is negotiated with the engine.
+(harness/docker/context.py); else the local socket. The API version is negotiated with the engine.
 """
 
 from __future__ import annotations
