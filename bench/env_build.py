@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.docker.engine import Engine  # noqa: E402
+from harness.docker.engine import connect  # noqa: E402
 from harness.env.build import BASE_REPOSITORY, base_key  # noqa: E402
 from harness.env.images import ensure_environment  # noqa: E402
 from harness.env.lockfile import PIP_INSTALLER, read_lock  # noqa: E402
@@ -147,7 +147,7 @@ def main() -> None:
     print(f"setup: first build incl. mmdebstrap and wheel downloads: {time.perf_counter() - start:.1f} s")
     base_record = next((seed / "images").glob("base-*.json"))
     ctx = docker_context(root, project, seed, base_ref, recipe.source_date_epoch)
-    engine = Engine.connect()
+    engine = connect()
 
     harness_times: list[float] = []
     docker_times: list[float] = []

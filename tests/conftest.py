@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.docker.engine import Engine
+from harness.docker.engine import connect
+from harness.docker.interface import Engine
 from harness.env.environment import Environment
 from harness.env.images import ensure_environment
 from harness.env.lockfile import Lock, LockedPackage, requirements_digest
@@ -43,7 +44,7 @@ def harness_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def engine() -> Engine:
     """The real Docker engine. Missing engine = failed test, not a skip: these paths must be tested for real."""
     try:
-        return Engine.connect()
+        return connect()
     except EngineUnavailable as exc:
         pytest.fail(f"{exc.message}; {exc.hint}", pytrace=False)
 

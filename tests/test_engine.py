@@ -1,5 +1,5 @@
-"""harness/docker/engine.py over the Docker SDK, against the real Docker engine, a second TLS engine the tests start, and
-fake servers for what a real engine cannot be made to do on demand."""
+"""harness/docker/engine.py over the Docker SDK, against the real Docker engine, a second TLS engine the tests
+start, and fake servers for what a real engine cannot be made to do on demand."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.docker.engine import ContainerSpec, Engine, demultiplex, split_reference
+from harness.docker.attach import demultiplex
+from harness.docker.engine import connect, split_reference
+from harness.docker.interface import ContainerSpec, Engine
 from harness.env.environment import Environment
 from harness.errors import EngineUnavailable, HarnessError
 from tests.registry import Registry
@@ -75,7 +77,7 @@ def test_image_references_split_like_docker() -> None:
 def test_unreachable_or_unsupported_engines_are_explained(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
     with pytest.raises(EngineUnavailable, match="cannot reach the Docker engine at unix://.*no.sock") as missing:
-        Engine.connect()
+        connect()
     assert missing.value.hint and "docker info" in missing.value.hint
     # a tcp port where nothing listens
     with socket.socket() as free:
@@ -83,10 +85,10 @@ def test_unreachable_or_unsupported_engines_are_explained(monkeypatch: pytest.Mo
         port = free.getsockname()[1]
     monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{port}")
     with pytest.raises(EngineUnavailable, match="Connection refused"):
-        Engine.connect()
+        connect()
     monkeypatch.setenv("DOCKER_HOST", "ssh://someone@somewhere")
     with pytest.raises(EngineUnavailable, match="unix:// and tcp://") as ssh:
-        Engine.connect()
+        connect()
     assert ssh.value.hint and "ssh -NL" in ssh.value.hint
     # TLS asked for, and the files it needs are not there
     monkeypatch.setenv("DOCKER_HOST", f"tcp://127.0.0.1:{port}")
@@ -95,7 +97,7 @@ def test_unreachable_or_unsupported_engines_are_explained(monkeypatch: pytest.Mo
     with pytest.raises(
         EngineUnavailable, match="asks for TLS to tcp://.*no-certs lacks ca.pem, cert.pem, key.pem"
     ) as tls:
-        Engine.connect()
+        connect()
     assert tls.value.hint and "no-certs" in tls.value.hint and "ca.pem" in tls.value.hint
 
 
@@ -105,15 +107,15 @@ def test_a_docker_context_that_does_not_exist_is_named(monkeypatch: pytest.Monke
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     monkeypatch.setenv("DOCKER_CONTEXT", "nowhere")
     with pytest.raises(EngineUnavailable, match="docker context 'nowhere' \\(DOCKER_CONTEXT\\) does not exist") as gone:
-        Engine.connect()
+        connect()
     assert gone.value.hint and "docker context ls" in gone.value.hint
     monkeypatch.delenv("DOCKER_CONTEXT")
     (tmp_path / "config.json").write_text(json.dumps({"currentContext": "elsewhere"}))
     with pytest.raises(EngineUnavailable, match="'elsewhere' \\(currentContext in .*config.json\\) does not exist"):
-        Engine.connect()
+        connect()
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(EngineUnavailable, match="cannot read the docker CLI's .*config.json"):
-        Engine.connect()
+        connect()
 
 
 class FakeEngine:
@@ -160,7 +162,7 @@ def test_a_server_that_is_not_docker_is_an_engine_error(monkeypatch: pytest.Monk
     )
     monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
     with pytest.raises(EngineUnavailable, match="answered: no daemon"):
-        Engine.connect()
+        connect()
     server.close()
 
 
@@ -203,7 +205,7 @@ def test_a_connection_lost_half_way_is_an_engine_error(
     }
     server = FakeEngine(tmp_path / "engine.sock", answers, reset=reset)
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/engine.sock")
-    engine = Engine.connect()
+    engine = connect()
     for ref in ("short", "chunked"):
         with pytest.raises(EngineUnavailable, match="lost the connection to the Docker engine") as lost:
             b"".join(engine.save_image(ref))
@@ -332,7 +334,7 @@ def test_a_tls_engine_named_by_docker_host(
     tls_engine: TLSEngine, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _docker_env(monkeypatch, DOCKER_HOST=tls_engine.host, DOCKER_TLS_VERIFY="1", DOCKER_CERT_PATH=str(tls_engine.certs))
-    remote = Engine.connect()
+    remote = connect()
     assert remote.version()["engine_version"]
     assert remote.load_image(tls_engine.probe_archive) == [tls_engine.probe]
     assert remote.has_image(tls_engine.probe) and not engine.has_image(tls_engine.probe)  # another engine
@@ -363,14 +365,14 @@ def test_a_tls_engine_chosen_by_docker_context(
     assert not (tmp_path / "docker" / "config.json").exists()
 
     monkeypatch.setenv("DOCKER_CONTEXT", "harness-tls")
-    assert Engine.connect().has_image(tls_engine.probe)
+    assert connect().has_image(tls_engine.probe)
 
     monkeypatch.delenv("DOCKER_CONTEXT")
     subprocess.run(["docker", "context", "use", "harness-tls"], check=True, capture_output=True)
-    assert Engine.connect().has_image(tls_engine.probe)
+    assert connect().has_image(tls_engine.probe)
 
     monkeypatch.setenv("DOCKER_CONTEXT", "default")  # overrides currentContext: the local engine
-    assert not Engine.connect().has_image(tls_engine.probe)
+    assert not connect().has_image(tls_engine.probe)
 
 
 @docker
@@ -382,14 +384,14 @@ def test_a_tls_engine_is_refused_with_the_wrong_certificates(
     wrong_ca = client_dir(tmp_path / "wrong-ca", tls_engine.ca, other_ca[0])
     _docker_env(monkeypatch, DOCKER_HOST=tls_engine.host, DOCKER_TLS_VERIFY="1", DOCKER_CERT_PATH=str(wrong_ca))
     with pytest.raises(EngineUnavailable, match="TLS: .*certificate verify failed") as refused:
-        Engine.connect()
+        connect()
     assert refused.value.hint and str(wrong_ca) in refused.value.hint
 
     # the engine's CA, and a client certificate it did not issue
     stranger = client_dir(tmp_path / "stranger", other_ca, tls_engine.ca[0])
     monkeypatch.setenv("DOCKER_CERT_PATH", str(stranger))
     with pytest.raises(EngineUnavailable, match="cannot reach the Docker engine at tcp://127.0.0.1:.*TLS") as rejected:
-        Engine.connect()
+        connect()
     assert rejected.value.hint and str(stranger) in rejected.value.hint
 
     # a docker context with the wrong CA is refused the same way
@@ -399,5 +401,5 @@ def test_a_tls_engine_is_refused_with_the_wrong_certificates(
     )
     subprocess.run(["docker", "context", "create", "wrong-ca", "--docker", endpoint], check=True, capture_output=True)
     with pytest.raises(EngineUnavailable, match="docker context wrong-ca.*TLS: .*certificate verify failed") as ctx:
-        Engine.connect()
+        connect()
     assert ctx.value.hint and "docker --context wrong-ca version" in ctx.value.hint

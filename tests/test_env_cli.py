@@ -13,6 +13,7 @@ import pytest
 from harness.cli.env import VERIFY_MISMATCH_EXIT_CODE, _render_verify
 from harness.cli.main import build_parser
 from harness.cli.output import subcommands
+from harness.docker.engine import connect
 from harness.env.environment import Environment
 from harness.env.lockfile import Lock
 from harness.env.verify import diff_layers
@@ -170,8 +171,7 @@ def test_verify_passes_then_names_a_tampered_layer(
 
 
 def _tags(project: Path, env: Environment) -> list[str]:
-    from harness.docker.engine import Engine
 
-    info = Engine.connect().inspect_image(env.image_id)
+    info = connect().inspect_image(env.image_id)
     assert info is not None
     return list(info.get("RepoTags") or [])

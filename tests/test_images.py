@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.docker.engine import ContainerSpec, Engine
+from harness.docker.engine import connect
+from harness.docker.interface import ContainerSpec, Engine
 from harness.env import oci
 from harness.env.build import base_key, freeze_problems
 from harness.env.environment import Environment, environment_key
@@ -286,7 +287,7 @@ def test_concurrent_calls_load_once(tiny_env: Environment, tiny_lock: Lock, env_
 
     def call() -> None:
         try:
-            results.append(ensure_environment(recipe, tiny_lock, env_layout, Engine.connect()))
+            results.append(ensure_environment(recipe, tiny_lock, env_layout, connect()))
         except BaseException as exc:  # reported below, on the test's thread
             errors.append(exc)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from harness.docker.engine import Engine
+from harness.docker.interface import Engine
 from harness.env import images, oci
 from harness.env.build import ensure_base
 from harness.env.catalog import build_project

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.docker.engine import ContainerSpec, Engine
+from harness.docker.interface import ContainerSpec, Engine
 from harness.env.catalog import build_project
 from harness.env.lockfile import read_lock
 from tests.projects import harness, make_repo

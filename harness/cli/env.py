@@ -130,10 +130,10 @@ def build_env(args: argparse.Namespace) -> None:
 
     Example: harness env build && harness env verify
     """
-    from harness.docker.engine import Engine
+    from harness.docker.engine import connect
     from harness.env.catalog import build_project
 
-    result = build_project(args.project, Engine.connect(), TerminalReporter(args.as_json).progress)
+    result = build_project(args.project, connect(), TerminalReporter(args.as_json).progress)
     if args.as_json:
         print_json(result)
         return
@@ -160,10 +160,10 @@ def verify_env(args: argparse.Namespace) -> int:
 
     Example: harness env build && harness env verify --json
     """
-    from harness.docker.engine import Engine
+    from harness.docker.engine import connect
     from harness.env.verify import verify_project
 
-    report = verify_project(args.project, Engine.connect(), TerminalReporter(args.as_json).progress)
+    report = verify_project(args.project, connect(), TerminalReporter(args.as_json).progress)
     if args.as_json:
         print_json(report.to_dict())
     else:

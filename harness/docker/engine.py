@@ -1,7 +1,7 @@
 """The only module that talks to Docker, through the Docker SDK for Python (``docker``).
 
 Everything above this module speaks in :class:`ContainerSpec` and plain values. The SDK (with requests and urllib3,
-about 0.1 s of imports) is imported inside :meth:`Engine.connect` and the functions it serves, so
+about 0.1 s of imports) is imported inside :func:`connect` and the functions it serves, so
 ``import harness.docker.engine`` does not load it and commands that need no engine never pay for it.
 
 Which engine, as the docker CLI decides: DOCKER_HOST, with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, read by the
@@ -15,21 +15,19 @@ import contextlib
 import functools
 import io
 import os
-import struct
 import tarfile
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from harness.docker.attach import CHUNK, demultiplex
 from harness.docker.context import current_context
+from harness.docker.interface import ContainerInterrupted, ContainerSpec, ContainerVanished, Engine, OutputSink
 from harness.errors import EngineUnavailable, HarnessError
-
-OutputSink = Callable[[str, bytes], None]
-"""Receives ("stdout" | "stderr", chunk) as a container writes it."""
 
 T = TypeVar("T")
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+KILLED = 137  # 128 + SIGKILL: the exit status of a container that `docker rm -f` or `docker kill` ended
 
 _START_HINT = (
     "start the Docker engine (`sudo systemctl start docker`, or `./scripts/setup` which installs and starts "
@@ -38,77 +36,28 @@ _START_HINT = (
 _LOST_HINT = "check the engine with `docker info` (a restart drops every connection) and try again"
 
 
-@dataclass(frozen=True)
-class Mount:
-    source: Path
-    target: str
-    read_only: bool = True
+def connect(timeout: int = 600) -> Engine:
+    """The engine DOCKER_HOST or the current docker context names, reachable and answering as Docker: the one
+    place harness connects to Docker.
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": str(self.source), "target": self.target, "read_only": self.read_only}
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """Everything that decides how a container runs. The hermetic settings are the defaults."""
-
-    image: str
-    command: tuple[str, ...]
-    env: dict[str, str] = field(default_factory=dict)
-    mounts: tuple[Mount, ...] = ()
-    tmpfs: dict[str, str] = field(default_factory=lambda: {"/tmp": "rw,nosuid,nodev,size=1g"})
-    workdir: str = "/"
-    user: str | None = None
-    hostname: str = "harness"
-    network: bool = False
-    read_only_root: bool = True
-    drop_capabilities: bool = True
-    labels: dict[str, str] = field(default_factory=dict)
-    name: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "image": self.image,
-            "command": list(self.command),
-            "env": dict(sorted(self.env.items())),
-            "mounts": [m.to_dict() for m in self.mounts],
-            "tmpfs": dict(self.tmpfs),
-            "workdir": self.workdir,
-            "user": self.user,
-            "hostname": self.hostname,
-            "network": "bridge" if self.network else "none",
-            "read_only_root": self.read_only_root,
-            "cap_drop": ["ALL"] if self.drop_capabilities else [],
-            "security_opt": ["no-new-privileges"],
-        }
+    ``timeout`` bounds each request's wait for an answer, and how long a load's or a push's progress may stay
+    silent (the SDK's choice); a container's output and its wait, a pull, a save and an archive have none."""
+    kwargs, where, tls_hint = _client_settings(os.environ)
+    try:
+        # version="auto" asks the engine for its API version: the one request that proves it is there
+        api = _client_class()(version="auto", timeout=timeout, **kwargs)
+    except Exception as exc:  # DockerException around requests', urllib3's and the socket's errors
+        raise _unreachable(exc, where, tls_hint) from None
+    return DockerEngine(api, where)
 
 
-class ContainerInterrupted(HarnessError):
-    """Raised after a KeyboardInterrupt stopped and removed the container."""
-
-    exit_code = 130
-
-
-class Engine:
-    """A connected Docker engine."""
+class DockerEngine:
+    """A connected Docker engine, through the Docker SDK: the implementation of :class:`Engine`. Make one with
+    :func:`connect`."""
 
     def __init__(self, api: Any, where: str = DEFAULT_SOCKET) -> None:
         self._api = api  # docker.APIClient
         self._where = where
-
-    @classmethod
-    def connect(cls, timeout: int = 600) -> Engine:
-        """The engine DOCKER_HOST or the current docker context names, reachable and answering as Docker.
-
-        ``timeout`` bounds each request's wait for an answer, and how long a load's or a push's progress may stay
-        silent (the SDK's choice); a container's output and its wait, a pull, a save and an archive have none."""
-        kwargs, where, tls_hint = _client_settings(os.environ)
-        try:
-            # version="auto" asks the engine for its API version: the one request that proves it is there
-            api = _client_class()(version="auto", timeout=timeout, **kwargs)
-        except Exception as exc:  # DockerException around requests', urllib3's and the socket's errors
-            raise _unreachable(exc, where, tls_hint) from None
-        return cls(api, where)
 
     # -- facts --------------------------------------------------------------------------------------------
     def version(self) -> dict[str, str]:
@@ -231,7 +180,7 @@ class Engine:
         The container is removed afterwards unless ``keep`` (the caller then calls :meth:`remove`).
         A KeyboardInterrupt kills and removes the container and raises :class:`ContainerInterrupted`.
         """
-        from docker.errors import ImageNotFound
+        from docker.errors import ImageNotFound, NotFound
 
         with self._talking("creating the container"):
             try:
@@ -252,7 +201,10 @@ class Engine:
             finally:
                 _close_attached(attached)
             with self._talking(what):
-                code = int(self._api.wait(container_id).get("StatusCode", 1))
+                try:
+                    code = int(self._api.wait(container_id).get("StatusCode", 1))
+                except NotFound:
+                    raise _vanished(container_id) from None
         except KeyboardInterrupt:
             self.remove(container_id)
             raise ContainerInterrupted(
@@ -262,13 +214,29 @@ class Engine:
         except BaseException:
             self.remove(container_id)
             raise
-        if not keep:
-            self.remove(container_id)
+        if not keep and not self._remove_own(container_id) and code == KILLED:
+            # Killed, and gone before harness removed it: someone else's `docker rm -f` ended the run.
+            raise _vanished(container_id)
         return code, container_id
 
     def remove(self, container_id: str) -> None:
-        with contextlib.suppress(HarnessError), self._talking(f"docker rm -f {container_id[:12]}"):
-            self._api.remove_container(container_id, force=True)
+        with contextlib.suppress(HarnessError):
+            self._remove_own(container_id)
+
+    def _remove_own(self, container_id: str) -> bool:
+        """Remove the container; False when it was already gone or being removed by someone else."""
+        from docker.errors import APIError, NotFound
+
+        with self._talking(f"docker rm -f {container_id[:12]}"):
+            try:
+                self._api.remove_container(container_id, force=True)
+            except NotFound:
+                return False
+            except APIError as exc:
+                if exc.status_code == 409:  # "removal of container ... is already in progress"
+                    return False
+                raise
+        return True
 
     def export_path(self, container_id: str, path: str, dest: IO[bytes]) -> None:
         """Write ``path`` of a (stopped) container to ``dest`` as the engine's tar stream."""
@@ -332,9 +300,6 @@ def split_reference(ref: str) -> tuple[str, str]:
         repo, _, tag = last.partition(":")
         return f"{head}/{repo}" if head else repo, tag
     return ref, "latest"
-
-
-CHUNK = 1 << 16
 
 
 @functools.cache
@@ -482,6 +447,14 @@ def _reason(exc: BaseException) -> str:
     return str(chain[-1]) or type(chain[-1]).__name__
 
 
+def _vanished(container_id: str) -> ContainerVanished:
+    return ContainerVanished(
+        f"container {container_id[:12]} was removed while it ran (a `docker rm -f`, a prune or an engine restart "
+        "from outside harness); the output up to then was kept",
+        "run again; if a script on this machine removes containers, have it leave those labelled org.harness.* alone",
+    )
+
+
 def _close_attached(sock: Any) -> None:
     """Close an attach socket's HTTP response, and with it the connection. Closing the socket alone leaves the
     response holding it open until garbage collection, which then fails noisily flushing a closed file; the
@@ -489,41 +462,3 @@ def _close_attached(sock: Any) -> None:
     response = getattr(sock, "_response", None)
     with contextlib.suppress(OSError):
         (response or sock).close()
-
-
-def demultiplex(sock: Any) -> Iterator[tuple[str, bytes]]:
-    """("stdout" | "stderr", bytes) of a container's attach stream without a TTY, each piece as it arrives.
-
-    The stream is frames of an 8-byte header (stream type, three zero bytes, big-endian payload length) and the
-    payload. A stream that ends inside a frame is a lost connection (ConnectionError), not a quiet end.
-
-    Not the SDK's ``frames_iter``: it poll()s the socket's descriptor before each read, and over TLS a frame whose
-    bytes the SSL layer has already taken off the socket then waits for the next record (measured: a container
-    that wrote a line, slept 1 s and wrote another delivered the first after 1.1 s instead of 0.09 s). It also
-    ends quietly on a stream cut inside a frame."""
-    raw = getattr(sock, "_sock", sock)  # socket.SocketIO over the socket (unix, tcp), or the SSLSocket itself
-    raw.settimeout(None)  # a container may stay silent for hours; the request timeout is not for its output
-    names = {2: "stderr"}
-    while True:
-        header = _receive_exactly(raw, 8)
-        if not header:
-            return  # the engine ended the stream between frames: the container is done
-        kind, left = struct.unpack(">BxxxL", header)
-        while left:
-            piece = raw.recv(min(left, CHUNK))
-            if not piece:
-                raise ConnectionError("the engine's output stream ended inside a frame")
-            left -= len(piece)
-            yield names.get(kind, "stdout"), piece
-
-
-def _receive_exactly(raw: Any, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        piece = raw.recv(size - len(data))
-        if not piece:
-            if data:
-                raise ConnectionError("the engine's output stream ended inside a frame header")
-            break
-        data += piece
-    return data

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.digests import sha256_json
-from harness.docker.engine import ContainerSpec, Engine, Mount
+from harness.docker.interface import ContainerSpec, Engine, Mount
 from harness.env import layers, oci
 from harness.env.environment import VENV, Environment, Progress
 from harness.env.imageload import load_image

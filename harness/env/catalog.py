@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.docker.engine import Engine
+from harness.docker.engine import connect
+from harness.docker.interface import Engine
 from harness.env import images, lockfile
 from harness.env.environment import Environment, Progress, check_lock_matches, environment_key, read_record
 from harness.env.projectlock import read_project_lock
@@ -89,7 +90,7 @@ def recorded_environments(layout: Layout) -> list[Environment]:
 def connect_quietly() -> Engine | None:
     """The engine, or None when it is not reachable (listing still works, presence is then unknown)."""
     try:
-        return Engine.connect(timeout=10)
+        return connect(timeout=10)
     except EngineUnavailable:
         return None
 

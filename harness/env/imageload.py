@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from harness.docker.engine import Engine
+from harness.docker.interface import Engine
 from harness.env import oci
 from harness.errors import EnvironmentBuildError, HarnessError
 from harness.paths import Layout

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from harness.docker.engine import Engine
+from harness.docker.interface import Engine
 from harness.env import oci
 from harness.env.build import build_environment
 from harness.env.environment import (

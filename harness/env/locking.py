@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.docker.engine import Engine
+from harness.docker.engine import connect
 from harness.env import lockfile, lockinputs, pylock, wheels
 from harness.env.environment import Progress
 from harness.env.pinnedbase import resolve, resolve_archived
@@ -95,7 +95,7 @@ def _resolve_pinned(recipe: Recipe, root: Path, say: Progress) -> Recipe:
     if resolved is not None:
         return resolved
     try:
-        engine = Engine.connect()
+        engine = connect()
     except EngineUnavailable as exc:
         raise EngineUnavailable(
             f"{exc.message}; `harness lock` needs it once for base {recipe.pinned}: the image's own python3 is asked "

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from harness.digests import canonical_json
-from harness.docker.engine import ContainerSpec, Engine
+from harness.docker.interface import ContainerSpec, Engine
 from harness.env import oci
 from harness.env.environment import VENV, Progress
 from harness.env.imageload import load_image

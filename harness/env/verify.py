@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.digests import CHUNK
-from harness.docker.engine import Engine
+from harness.docker.interface import Engine
 from harness.env.build import BASE_REPOSITORY, base_key, build_environment
 from harness.env.catalog import ProjectEnvironment, project_environment
 from harness.env.environment import Environment, Progress, check_lock_matches, environment_key, read_record

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from harness.docker.engine import Engine
+from harness.docker.engine import connect
+from harness.docker.interface import Engine
 from harness.env import images, oci
 from harness.env.environment import Environment
 from harness.env.imageload import load_image
@@ -68,7 +69,7 @@ def rebuild(project_dir: Path, ref: str, reporter: Reporter, engine: Engine | No
     if original["status"] == "running":
         raise HarnessError(f"run {original['id']} is still running", "rebuild it after it has finished")
     store = Store(layout.objects)
-    engine = engine or Engine.connect()
+    engine = engine or connect()
 
     reporter.progress(f"rebuilding run {original['id']} ({original.get('name')})")
     archive, patch = _code(original, store, layout)

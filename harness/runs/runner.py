@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from harness.docker.engine import ContainerInterrupted, ContainerSpec, Engine, Mount
+from harness.docker.engine import connect
+from harness.docker.interface import ContainerInterrupted, ContainerSpec, Engine, Mount
 from harness.env import images, lockfile
 from harness.env.environment import Environment
 from harness.env.projectlock import read_project_lock
@@ -171,7 +172,7 @@ def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -
     project = load_project(request)
     layout = project.layout
     store = Store(layout.objects)
-    engine = engine or Engine.connect()
+    engine = engine or connect()
     host = host_facts(engine.version())
 
     environment = images.ensure_environment(project.recipe, project.lock, layout, engine, reporter.progress)

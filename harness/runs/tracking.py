@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.docker.engine import Mount
+from harness.docker.interface import Mount
 from harness.storage.store import Store
 
 HELPER = Path(__file__).parent / "incontainer" / "harness_params.py"
