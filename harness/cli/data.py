@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from harness.cli.output import ByteProgress, command, echo, group, human, json_option, print_json, project_option
+import typer
+
+from harness.cli.app import AsJson, Project, command, new_app
+from harness.cli.output import ByteProgress, echo, human, print_json
 
 HELP = """Data snapshots: every byte hashed into the project's content-addressed store.
 
@@ -23,25 +25,13 @@ mtimes; `harness run` takes the same kind of snapshot of the configured data and
 SNAP_HELP = "Snapshot digest or a unique prefix of a known one."
 
 
-def register(sub: Any) -> None:
-    data = group(sub, "data", HELP)
-    snap = command(data, "snapshot", snapshot_cmd)
-    snap.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="Files or directories to snapshot.")
-    snap.add_argument(
-        "--name",
-        action="append",
-        default=[],
-        help="Name for a PATH in the snapshot (default: its basename); repeatable, in order.",
-    )
-    listing = command(data, "ls", ls_cmd)
-    show = command(data, "show", show_cmd)
-    show.add_argument("snap", metavar="SNAP", help=SNAP_HELP)
-    diff = command(data, "diff", diff_cmd)
-    diff.add_argument("snap_a", metavar="SNAP_A", help="The old snapshot (digest or unique prefix).")
-    diff.add_argument("snap_b", metavar="SNAP_B", help="The new snapshot.")
-    for parser in (snap, listing, show, diff):
-        project_option(parser)
-        json_option(parser)
+def register(app: typer.Typer) -> None:
+    data = new_app(HELP)
+    command(data, "snapshot", snapshot_cmd)
+    command(data, "ls", ls_cmd)
+    command(data, "show", show_cmd)
+    command(data, "diff", diff_cmd)
+    app.add_typer(data, name="data")
 
 
 def layout_of(project: Path) -> Any:
@@ -50,7 +40,17 @@ def layout_of(project: Path) -> Any:
     return project_layout(project)
 
 
-def snapshot_cmd(args: argparse.Namespace) -> None:
+def snapshot_cmd(
+    paths: Annotated[list[Path], typer.Argument(metavar="PATH...", help="Files or directories to snapshot.")],
+    name: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME", help="Name for a PATH in the snapshot (default: its basename); repeatable, in order."
+        ),
+    ] = None,
+    project: Project = Path("."),
+    as_json: AsJson = False,
+) -> None:
     """Hash paths into the project store as one snapshot and print its digest.
 
     Each PATH becomes a top-level entry named by its basename (or --name), as `harness run` mounts data at
@@ -68,12 +68,12 @@ def snapshot_cmd(args: argparse.Namespace) -> None:
 
     progress = ByteProgress("hashing")
     try:
-        snap, sources, registered = take(layout_of(args.project), args.paths, tuple(args.name), progress)
+        snap, sources, registered = take(layout_of(project), paths, tuple(name or ()), progress)
     finally:
         progress.close()
     if not registered:
         echo("warning: the snapshot is stored but could not be added to `harness data ls`", err=True)
-    if args.as_json:
+    if as_json:
         print_json(snap.to_dict() | {"sources": sources})
         return
     echo(snap.digest)
@@ -82,7 +82,7 @@ def snapshot_cmd(args: argparse.Namespace) -> None:
         echo(f"  {root} <- {src}", err=True)
 
 
-def ls_cmd(args: argparse.Namespace) -> None:
+def ls_cmd(project: Project = Path("."), as_json: AsJson = False) -> None:
     """List the snapshots taken in this project, newest first.
 
     Columns: time (UTC, the newest time it was taken), digest prefix, files, bytes, origin (`data snapshot`
@@ -90,8 +90,8 @@ def ls_cmd(args: argparse.Namespace) -> None:
     """
     from harness.storage.datasets import iso, known
 
-    rows = known(layout_of(args.project))
-    if args.as_json:
+    rows = known(layout_of(project))
+    if as_json:
         print_json([k.to_dict() for k in rows])
         return
     if not rows:
@@ -104,7 +104,11 @@ def ls_cmd(args: argparse.Namespace) -> None:
         echo(f"{iso(k.created_at):20}  {k.digest[:12]}  {k.files:>7}  {human(k.bytes):>10}  {origin:14}  {sources}")
 
 
-def show_cmd(args: argparse.Namespace) -> None:
+def show_cmd(
+    snap: Annotated[str, typer.Argument(metavar="SNAP", help=SNAP_HELP)],
+    project: Project = Path("."),
+    as_json: AsJson = False,
+) -> None:
     """List a snapshot's entries: kind, size, sha256 prefix and path.
 
     Kinds: `-` file, `x` executable file, `d` directory, `l` symlink (with its target). The manifest is
@@ -112,8 +116,8 @@ def show_cmd(args: argparse.Namespace) -> None:
     """
     from harness.storage.datasets import load
 
-    s = load(layout_of(args.project), args.snap)
-    if args.as_json:
+    s = load(layout_of(project), snap)
+    if as_json:
         print_json(s.to_dict() | {"entries": [e.to_dict() for e in s.entries]})
         return
     echo(f"snapshot {s.digest}: {s.files} files, {human(s.bytes)}")
@@ -127,7 +131,12 @@ def show_cmd(args: argparse.Namespace) -> None:
             echo(f"{mark} {human(e.size):>10}  {(e.sha256 or '')[:12]}  {e.path}")
 
 
-def diff_cmd(args: argparse.Namespace) -> int:
+def diff_cmd(
+    snap_a: Annotated[str, typer.Argument(metavar="SNAP_A", help="The old snapshot (digest or unique prefix).")],
+    snap_b: Annotated[str, typer.Argument(metavar="SNAP_B", help="The new snapshot.")],
+    project: Project = Path("."),
+    as_json: AsJson = False,
+) -> int:
     """Show which paths were added, removed or changed between two snapshots.
 
     Exits 0 when the snapshots are identical and 1 when they differ, like diff(1), so it can gate a script:
@@ -135,8 +144,8 @@ def diff_cmd(args: argparse.Namespace) -> int:
     """
     from harness.storage.datasets import compare
 
-    result = compare(layout_of(args.project), args.snap_a, args.snap_b)
-    if args.as_json:
+    result = compare(layout_of(project), snap_a, snap_b)
+    if as_json:
         print_json(result)
     else:
         for e in result["added"]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
-from harness.cli.output import TerminalReporter, command, echo, group, json_option, print_json, project_option
+import typer
+
+from harness.cli.app import AsJson, Project, command, new_app
+from harness.cli.output import TerminalReporter, echo, print_json
 
 HELP = """Environment images, built from a base and the hash-pinned lock into an image with a pure-function id.
 
@@ -18,16 +21,13 @@ a digest-pinned image. Records and layers live in the shared cache (HARNESS_CACH
 VERIFY_MISMATCH_EXIT_CODE = 104  # EnvironmentBuildError: the rebuild differs from the record
 
 
-def register(sub: Any) -> None:
-    env = group(sub, "env", HELP)
-    listing = command(env, "ls", list_envs)
-    show = command(env, "show", show_env)
-    show.add_argument(
-        "query", metavar="KEY|IMAGE", help="Environment key, image id or manifest digest (a prefix of 4+)."
-    )
-    for parser in (listing, show, command(env, "build", build_env), command(env, "verify", verify_env)):
-        project_option(parser)
-        json_option(parser)
+def register(app: typer.Typer) -> None:
+    env = new_app(HELP)
+    command(env, "ls", list_envs)
+    command(env, "show", show_env)
+    command(env, "build", build_env)
+    command(env, "verify", verify_env)
+    app.add_typer(env, name="env")
 
 
 def _size(n: int | None) -> str:
@@ -47,7 +47,7 @@ def _yes(value: bool | None) -> str:
     return "?" if value is None else "yes" if value else "no"
 
 
-def list_envs(args: argparse.Namespace) -> None:
+def list_envs(project: Project = Path("."), as_json: AsJson = False) -> None:
     """List the environments recorded in the cache.
 
     One line each: key, image id, manifest digest (the image's id under
@@ -60,8 +60,8 @@ def list_envs(args: argparse.Namespace) -> None:
     """
     from harness.env.catalog import cache_layout, connect_quietly, list_environments
 
-    rows = list_environments(cache_layout(args.project), connect_quietly())
-    if args.as_json:
+    rows = list_environments(cache_layout(project), connect_quietly())
+    if as_json:
         print_json(rows)
         return
     if not rows:
@@ -75,7 +75,14 @@ def list_envs(args: argparse.Namespace) -> None:
         )
 
 
-def show_env(args: argparse.Namespace) -> None:
+def show_env(
+    query: Annotated[
+        str,
+        typer.Argument(metavar="KEY|IMAGE", help="Environment key, image id or manifest digest (a prefix of 4+)."),
+    ],
+    project: Project = Path("."),
+    as_json: AsJson = False,
+) -> None:
     """Show one environment: base recipe, layers (diff ids, sizes), packages.
 
     KEY|IMAGE matches by prefix (4+ digits) the environment key, the image id
@@ -86,9 +93,9 @@ def show_env(args: argparse.Namespace) -> None:
     """
     from harness.env.catalog import cache_layout, connect_quietly, describe, find_environment
 
-    layout = cache_layout(args.project)
-    info = describe(find_environment(layout, args.query), layout, connect_quietly())
-    if args.as_json:
+    layout = cache_layout(project)
+    info = describe(find_environment(layout, query), layout, connect_quietly())
+    if as_json:
         print_json(info)
         return
     echo(_render_show(info))
@@ -116,7 +123,7 @@ def _render_show(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def build_env(args: argparse.Namespace) -> None:
+def build_env(project: Project = Path("."), as_json: AsJson = False) -> None:
     """Build (or reuse) the environment of the project in the current directory.
 
     Reads the base recipe and the lock from the working tree
@@ -133,8 +140,8 @@ def build_env(args: argparse.Namespace) -> None:
     from harness.docker.engine import connect
     from harness.env.catalog import build_project
 
-    result = build_project(args.project, connect(), TerminalReporter(args.as_json).progress)
-    if args.as_json:
+    result = build_project(project, connect(), TerminalReporter(as_json).progress)
+    if as_json:
         print_json(result)
         return
     echo(f"{result['action']} {result['image_ref']}")
@@ -143,7 +150,7 @@ def build_env(args: argparse.Namespace) -> None:
     echo(f"  python {result['python']}, {len(result['packages'])} packages")
 
 
-def verify_env(args: argparse.Namespace) -> int:
+def verify_env(project: Project = Path("."), as_json: AsJson = False) -> int:
     """Rebuild the project's environment from scratch; check it is bit for bit the recorded one.
 
     The rebuild uses a fresh temporary cache and reuses nothing: every wheel is
@@ -163,8 +170,8 @@ def verify_env(args: argparse.Namespace) -> int:
     from harness.docker.engine import connect
     from harness.env.verify import verify_project
 
-    report = verify_project(args.project, connect(), TerminalReporter(args.as_json).progress)
-    if args.as_json:
+    report = verify_project(project, connect(), TerminalReporter(as_json).progress)
+    if as_json:
         print_json(report.to_dict())
     else:
         echo(_render_verify(report.to_dict()))

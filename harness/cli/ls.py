@@ -2,40 +2,57 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Annotated
 
-from harness.cli.output import command, json_option, project_option
+import typer
+
+from harness.cli.app import AsJson, Project, command
 from harness.errors import ConfigError
 
 
-def register(sub: Any) -> None:
-    parser = command(sub, "ls", list_runs)
-    parser.add_argument(
-        "-w",
-        "--where",
-        help="Only runs for which this holds, e.g. 'metrics.rmse_test < 40 and params.model == \"linear\"'.",
-    )
-    parser.add_argument(
-        "-s",
-        "--sort",
-        metavar="FIELD",
-        help="Order by a field, e.g. metrics.rmse_test; a leading - sorts descending.",
-    )
-    parser.add_argument("-n", "--limit", type=_count, metavar="N", help="Show at most N runs.")
-    parser.add_argument(
-        "-a", "--all-columns", action="store_true", help="Show every param and metric, not only those that vary."
-    )
-    project_option(parser)
-    json_option(parser)
-    parser.add_argument(
-        "--csv", dest="as_csv", action="store_true", help="CSV on stdout: every param and metric a column."
-    )
+def register(app: typer.Typer) -> None:
+    command(app, "ls", list_runs)
 
 
-def list_runs(args: argparse.Namespace) -> None:
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise typer.BadParameter(f"not a count of runs: {text!r} (a whole number, 0 or more)")
+    return int(text)
+
+
+def list_runs(
+    where: Annotated[
+        str | None,
+        typer.Option(
+            "-w",
+            "--where",
+            metavar="EXPR",
+            help="Only runs for which this holds, e.g. 'metrics.rmse_test < 40 and params.model == \"linear\"'.",
+        ),
+    ] = None,
+    sort: Annotated[
+        str | None,
+        typer.Option(
+            "-s",
+            "--sort",
+            metavar="FIELD",
+            help="Order by a field, e.g. metrics.rmse_test; a leading - sorts descending.",
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("-n", "--limit", metavar="N", parser=_count, help="Show at most N runs.")
+    ] = None,
+    all_columns: Annotated[
+        bool,
+        typer.Option("-a", "--all-columns", help="Show every param and metric, not only those that vary."),
+    ] = False,
+    project: Project = Path("."),
+    as_json: AsJson = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout: every param and metric a column.")] = False,
+) -> None:
     """List runs as a table: Meta | Provenance | Params | Metrics, newest first.
 
     Only params and metrics that differ between the listed runs get a column (--all-columns shows all).
@@ -59,24 +76,18 @@ def list_runs(args: argparse.Namespace) -> None:
     """
     from harness.runs.history import query_runs
 
-    if args.as_json and args.as_csv:
+    if as_json and as_csv:
         raise ConfigError("--json and --csv both asked for", "choose one output format")
-    records, total = query_runs(args.project, args.where, args.sort, args.limit, full=args.as_json)
-    if args.as_json:
+    records, total = query_runs(project, where, sort, limit, full=as_json)
+    if as_json:
         text = json.dumps(records, indent=2, sort_keys=True) + "\n"
-    elif args.as_csv:
+    elif as_csv:
         from harness.cli.table import render_csv
 
         text = render_csv(records)
     else:
         from harness.cli.table import render_table
 
-        text = render_table(records, args.all_columns, total, args.where) + "\n"
+        text = render_table(records, all_columns, total, where) + "\n"
     sys.stdout.write(text)
     sys.stdout.flush()
-
-
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"not a count of runs: {text!r} (a whole number, 0 or more)")
-    return int(text)

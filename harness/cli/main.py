@@ -1,30 +1,24 @@
 """The command line: parse, call one core function, render. No docker or git here.
 
 Exit codes: a run that ran returns its own exit code; harness's own errors use 101-108 (see harness/errors.py
-and `harness exit-codes`); 2 is a usage error; 130 an interrupted run. Each command module registers its
-commands on the parser (cli_<group>.py); a handler gets the parsed arguments and returns its exit code.
-Core modules are imported inside the handlers, so a command imports only what it uses.
+and `harness exit-codes`); 2 is a usage error; 130 an interrupted run. The parser is typer's: each command
+module registers its handlers on the app (`register`), a handler's signature declares its options and its
+docstring is its --help, and it returns its exit code. Core modules are imported inside the handlers, so a
+command imports only what it uses. `main` is the one place errors are reported.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
 
 from harness.cli import data, env, ls, ui, verify
-from harness.cli.output import (
-    STATE,
-    Parser,
-    TerminalReporter,
-    command,
-    dash_values,
-    echo,
-    json_mode,
-    print_json,
-    project_option,
-    with_common,
-)
+from harness.cli.app import AsJson, Interrupted, Project, command, help_without_command, new_app
+from harness.cli.output import STATE, TerminalReporter, echo, json_mode, print_json
 from harness.errors import ERRORS, INTERRUPTED_EXIT_CODE, HarnessError, UsageError
 
 DESCRIPTION = """Reproducible runs by construction: the committed code, an image pinned by hash, a hashed read-only
@@ -33,54 +27,72 @@ data snapshot and the params, run in a hermetic container and recorded.
 Start with `harness init` in a git project, then `harness run --commit HEAD`.
 `harness COMMAND --help` explains each command; `harness exit-codes` lists the exit codes.
 """
-RUN_HELP = "Run id or a unique prefix of one."
+RunId = Annotated[str, typer.Argument(metavar="RUN", help="Run id or a unique prefix of one.", show_default=False)]
 
 
-def build_parser() -> Parser:
-    parser = Parser(prog="harness", description=DESCRIPTION)
-    parser.add_argument("-v", "--verbose", action="store_true", help="Show tracebacks for errors.")
-    parser.set_defaults(handler=None)
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
-
-    p = command(sub, "run", run)
-    p.add_argument("command", nargs="*", metavar="-- CMD", help="Override the configured command: -- python eval.py")
-    p.add_argument("--commit", default="HEAD", metavar="REV", help="Commit to run: any rev git understands.")
-    p.add_argument("-c", "--config", action="append", default=[], help="Named param config; repeatable.")
-    p.add_argument("-p", "--param", action="append", default=[], help="key=value (a YAML scalar); repeatable.")
-    p.add_argument(
-        "--allow-dirty",
-        action="store_true",
-        help="Run the working tree with uncommitted changes; they are stored and the run is marked dirty. "
-        "Refused when CI is set.",
+def build_app() -> typer.Typer:
+    app = new_app(
+        DESCRIPTION,
+        callback=root,
+        context_settings={"help_option_names": ["-h", "--help"]},
     )
-    p.add_argument("--name", help="Name for this run (default: project+configs).")
-    with_common(p)
-
-    for name, handler in (("show", show), ("rebuild", rebuild)):
-        with_common(command(sub, name, handler)).add_argument("run_id", metavar="RUN", help=RUN_HELP)
-    p = with_common(command(sub, "diff", diff_runs))
-    p.add_argument("run_a", metavar="RUN_A", help=RUN_HELP)
-    p.add_argument("run_b", metavar="RUN_B", help=RUN_HELP)
-    ls.register(sub)
-
-    p = command(sub, "init", init)
-    p.add_argument(
-        "--harness-toml",
-        dest="standalone",
-        action="store_true",
-        help="Write harness.toml even if pyproject.toml exists.",
-    )
-    project_option(p)
-    with_common(command(sub, "lock", lock))
-    command(sub, "exit-codes", exit_codes)
-    env.register(sub)
-    ui.register(sub)
-    data.register(sub)
-    verify.register(sub)
-    return parser
+    command(app, "run", run)
+    command(app, "show", show)
+    command(app, "rebuild", rebuild)
+    command(app, "diff", diff_runs)
+    ls.register(app)
+    command(app, "init", init)
+    command(app, "lock", lock)
+    command(app, "exit-codes", exit_codes)
+    env.register(app)
+    ui.register(app)
+    data.register(app)
+    verify.register(app)
+    return app
 
 
-def run(args: argparse.Namespace) -> int:
+def build_parser() -> Any:
+    """The command tree typer builds from the app (click commands): what parses argv, and what the --help
+    tests walk with `harness.cli.output.subcommands`."""
+    return typer.main.get_command(build_app())
+
+
+def root(
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show tracebacks for errors.")] = False,
+) -> None:
+    STATE["verbose"] = verbose
+    help_without_command(ctx)
+
+
+def run(
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="-- CMD...", show_default=False, help="Override the configured command: -- python eval.py"
+        ),
+    ] = None,
+    commit: Annotated[str, typer.Option(metavar="REV", help="Commit to run: any rev git understands.")] = "HEAD",
+    config: Annotated[
+        list[str] | None, typer.Option("-c", "--config", metavar="NAME", help="Named param config; repeatable.")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("-p", "--param", metavar="K=V", help="key=value (a YAML scalar); repeatable.")
+    ] = None,
+    allow_dirty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-dirty",
+            help="Run the working tree with uncommitted changes; they are stored and the run is marked dirty. "
+            "Refused when CI is set.",
+        ),
+    ] = False,
+    name: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Name for this run (default: project+configs).")
+    ] = None,
+    project: Project = Path("."),
+    as_json: AsJson = False,
+) -> int:
     """Run the project's entry point hermetically and record everything about it.
 
     Code: the commit, never the working tree (unless --allow-dirty).
@@ -102,17 +114,17 @@ def run(args: argparse.Namespace) -> int:
     from harness.runs.runner import run as run_project
 
     request = RunRequest(
-        project_dir=args.project,
-        rev=args.commit,
-        allow_dirty=args.allow_dirty,
-        configs=tuple(args.config),
-        overrides=tuple(args.param),
-        name=args.name,
-        command=tuple(args.command) if args.command else None,
+        project_dir=project,
+        rev=commit,
+        allow_dirty=allow_dirty,
+        configs=tuple(config or ()),
+        overrides=tuple(param or ()),
+        name=name,
+        command=tuple(command) if command else None,
     )
     _sigterm_interrupts()
-    result = run_project(request, TerminalReporter(args.as_json))
-    if args.as_json:
+    result = run_project(request, TerminalReporter(as_json))
+    if as_json:
         print_json(result.record)
     else:
         from harness.cli.render import run_summary
@@ -121,19 +133,19 @@ def run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def show(args: argparse.Namespace) -> None:
+def show(run_id: RunId, project: Project = Path("."), as_json: AsJson = False) -> None:
     """Show one run's record: code, environment, data, params, outputs, metrics."""
     from harness.cli.render import show_record
     from harness.runs.history import read_record
 
-    record = read_record(args.project, args.run_id)
-    if args.as_json:
+    record = read_record(project, run_id)
+    if as_json:
         print_json(record)
     else:
         echo(show_record(record))
 
 
-def rebuild(args: argparse.Namespace) -> int:
+def rebuild(run_id: RunId, project: Project = Path("."), as_json: AsJson = False) -> int:
     """Re-execute a run from its record alone and prove its outputs bit-identical.
 
     The image, code (even if the commit is gone from the repository), data snapshot, params and command all
@@ -147,15 +159,20 @@ def rebuild(args: argparse.Namespace) -> int:
     from harness.runs.rebuild import rebuild as rebuild_run
 
     _sigterm_interrupts()
-    result = rebuild_run(args.project, args.run_id, TerminalReporter(args.as_json))
-    if args.as_json:
+    result = rebuild_run(project, run_id, TerminalReporter(as_json))
+    if as_json:
         print_json(result.to_dict())
     else:
         echo(rebuild_report(result.to_dict()))
     return result.exit_code
 
 
-def diff_runs(args: argparse.Namespace) -> int:
+def diff_runs(
+    run_a: Annotated[str, typer.Argument(metavar="RUN_A", help="Run id or a unique prefix of one.")],
+    run_b: Annotated[str, typer.Argument(metavar="RUN_B", help="Run id or a unique prefix of one.")],
+    project: Project = Path("."),
+    as_json: AsJson = False,
+) -> int:
     """Why two runs gave different results: what differs in their inputs and outputs.
 
     Inputs: code (commit, tree, uncommitted changes), environment (image, packages), data (snapshot and the
@@ -165,15 +182,20 @@ def diff_runs(args: argparse.Namespace) -> int:
     from harness.cli.render import runs_diff
     from harness.runs.history import diff_runs as compare_runs
 
-    result = compare_runs(args.project, args.run_a, args.run_b)
-    if args.as_json:
+    result = compare_runs(project, run_a, run_b)
+    if as_json:
         print_json(result)
     else:
         echo(runs_diff(result))
     return 0 if result["identical"] else 1
 
 
-def init(args: argparse.Namespace) -> None:
+def init(
+    standalone: Annotated[
+        bool, typer.Option("--harness-toml", help="Write harness.toml even if pyproject.toml exists.")
+    ] = False,
+    project: Project = Path("."),
+) -> None:
     """Write a commented starter config and ignore the store.
 
     Adds a tool.harness table to pyproject.toml, keeping every existing line, or writes harness.toml when
@@ -181,11 +203,11 @@ def init(args: argparse.Namespace) -> None:
     """
     from harness.project.initconfig import init_project
 
-    for line in init_project(args.project.resolve(), args.standalone):
+    for line in init_project(project.resolve(), standalone):
         echo(line)
 
 
-def lock(args: argparse.Namespace) -> None:
+def lock(project: Project = Path("."), as_json: AsJson = False) -> None:
     """Pin the requirements by hash for the image's Python and platform.
 
     Resolves the configured requirements (a requirements file, one already pinned with --hash, or pyproject.toml's
@@ -197,8 +219,8 @@ def lock(args: argparse.Namespace) -> None:
     """
     from harness.env.locking import lock_project
 
-    outcome = lock_project(args.project.resolve(), TerminalReporter(args.as_json).progress)
-    if args.as_json:
+    outcome = lock_project(project.resolve(), TerminalReporter(as_json).progress)
+    if as_json:
         print_json(outcome)
         return
     if not outcome["written"]:
@@ -210,7 +232,7 @@ def lock(args: argparse.Namespace) -> None:
         echo(f"  {line}")
 
 
-def exit_codes(args: argparse.Namespace) -> None:
+def exit_codes() -> None:
     """Print the exit codes harness uses, for CI scripts."""
     echo("0-255  the run's own exit code, when the run started (harness run)")
     echo("0/1    rebuild and diff: 0 identical, 1 different")
@@ -231,34 +253,42 @@ def _sigterm_interrupts() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     tokens = list(sys.argv[1:] if argv is None else argv)
     json_mode("--json" in tokens[: tokens.index("--") if "--" in tokens else None])  # for usage errors too
     try:
-        args, extra = parser.parse_known_args(dash_values(parser, tokens))
-        STATE["verbose"] = args.verbose
-        json_mode(getattr(args, "as_json", False))
-        if extra:
-            prog = getattr(args, "prog", "harness")
-            raise UsageError(f"{prog}: unrecognized arguments: {' '.join(extra)}", f"see `{prog} --help`")
-        if args.handler is None:
-            parser.print_help(sys.stderr)
-            return 2
-        return int(args.handler(args) or 0)
+        # typer prints nothing itself (standalone_mode=False): its usage errors come here as exceptions, --help
+        # and --version as their exit code, a handler's exit code as the value it returned.
+        code = build_parser().main(tokens, prog_name="harness", standalone_mode=False)
+        return int(code or 0)
+    except typer.TyperException as exc:  # click's UsageError and its kin: unknown option, missing argument, ...
+        return _report(_usage_error(exc))
     except HarnessError as exc:
-        if STATE["verbose"]:
-            import traceback
-
-            traceback.print_exc()
-        if STATE["json"]:
-            print_json(exc.to_dict())
-        echo(f"error: {exc.message}", err=True, color="red")
-        if exc.hint:
-            echo(f"hint: {exc.hint}", err=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
+        return _report(exc)
+    except (Interrupted, KeyboardInterrupt):
         echo("interrupted", err=True)
         return INTERRUPTED_EXIT_CODE
+
+
+def _usage_error(exc: typer.TyperException) -> UsageError:
+    """click's message in harness's form: `harness data snapshot: no such option: --bogus`, and where to look."""
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "harness"
+    message = exc.format_message().rstrip(".")
+    message = message[:1].lower() + message[1:]
+    return UsageError(f"{where}: {message}", f"see `{where} --help`")
+
+
+def _report(exc: HarnessError) -> int:
+    if STATE["verbose"]:
+        import traceback
+
+        traceback.print_exc()
+    if STATE["json"]:
+        print_json(exc.to_dict())
+    echo(f"error: {exc.message}", err=True, color="red")
+    if exc.hint:
+        echo(f"hint: {exc.hint}", err=True)
+    return exc.exit_code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Annotated
 
-from harness.cli.output import command, echo, project_option
+import typer
 
-
-def register(sub: Any) -> None:
-    parser = command(sub, "ui", ui)
-    parser.add_argument("--port", type=int, default=0, help="Port on 127.0.0.1; 0 picks a free one.")
-    parser.add_argument("--no-open", action="store_true", help="Do not open a browser; just print the URL.")
-    project_option(parser)
+from harness.cli.app import Project, command
+from harness.cli.output import echo
 
 
-def ui(args: argparse.Namespace) -> None:
+def register(app: typer.Typer) -> None:
+    command(app, "ui", ui)
+
+
+def ui(
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port on 127.0.0.1; 0 picks a free one.")] = 0,
+    no_open: Annotated[bool, typer.Option("--no-open", help="Do not open a browser; just print the URL.")] = False,
+    project: Project = Path("."),
+) -> None:
     """Browse runs in a local web page: the runs table, sortable and filterable, a page per run, comparisons.
 
     Served on 127.0.0.1 only; it reads the records and changes nothing.
@@ -34,9 +38,9 @@ def ui(args: argparse.Namespace) -> None:
     from harness.runs.history import project_records
     from harness.ui.server import make_server
 
-    server = make_server(project_records(args.project), args.port)
+    server = make_server(project_records(project), port)
     echo(f"harness ui: {server.url}  (Ctrl-C stops it)")
-    if not args.no_open and _has_display():
+    if not no_open and _has_display():
         import webbrowser
 
         webbrowser.open(server.url)

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from pathlib import Path
+from typing import Annotated
 
+import typer
+
+from harness.cli.app import AsJson, Project, command
 from harness.cli.data import layout_of
-from harness.cli.output import ByteProgress, command, echo, human, print_json, with_common
+from harness.cli.output import ByteProgress, echo, human, print_json
 
 
-def register(sub: Any) -> None:
-    parser = command(sub, "verify", verify)
-    parser.add_argument("--run", metavar="RUN", help="Check only the objects this run uses (id or prefix).")
-    with_common(parser)
+def register(app: typer.Typer) -> None:
+    command(app, "verify", verify)
 
 
-def verify(args: argparse.Namespace) -> int:
+def verify(
+    run: Annotated[
+        str | None, typer.Option(metavar="RUN", help="Check only the objects this run uses (id or prefix).")
+    ] = None,
+    project: Project = Path("."),
+    as_json: AsJson = False,
+) -> int:
     """Re-hash store objects and report any whose bytes no longer match their name.
 
     Without --run: every object in the project store, and every object a run or a snapshot refers to (so a
@@ -35,10 +42,10 @@ def verify(args: argparse.Namespace) -> int:
 
     progress = ByteProgress("verifying")
     try:
-        report = verify_store(layout_of(args.project), args.run, progress)
+        report = verify_store(layout_of(project), run, progress)
     finally:
         progress.close()
-    if args.as_json:
+    if as_json:
         print_json(report.to_dict())
         return report.exit_code
     what = "the project store" if report.scope == "store" else report.scope
