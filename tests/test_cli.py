@@ -119,6 +119,13 @@ def test_exit_codes_are_documented(tmp_path: Path) -> None:
         assert code in out
 
 
+def test_version(tmp_path: Path) -> None:
+    from harness import __version__
+
+    result = harness(tmp_path, "--version")
+    assert result.returncode == 0 and result.stdout == f"harness {__version__}\n"
+
+
 def test_verbose_adds_the_traceback(tmp_path: Path) -> None:
     result = harness(tmp_path, "-v", "ls")
     assert result.returncode == 101 and "error: no harness config found" in result.stderr
@@ -140,3 +147,36 @@ def test_run_passes_the_command_after_double_dash_untouched(tmp_path: Path) -> N
     # --json after -- belongs to the command: the error is text, not JSON
     result = harness(tmp_path, "run", "--", "python", "--json")
     assert result.returncode == 101 and not result.stdout
+
+
+# typer detects the shell it runs under; this (typer's own switch for its tests) names it instead
+EXPLICIT_SHELL = {"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+
+
+def test_show_completion_prints_a_script_for_harness(tmp_path: Path) -> None:
+    bash = harness(tmp_path, "--show-completion", "bash", env=cli_env(**EXPLICIT_SHELL))
+    assert bash.returncode == 0, bash.stderr
+    assert "_HARNESS_COMPLETE=complete_bash" in bash.stdout
+    assert "complete -o default -F _harness_completion harness" in bash.stdout
+    zsh = harness(tmp_path, "--show-completion", "zsh", env=cli_env(**EXPLICIT_SHELL))
+    assert zsh.returncode == 0 and zsh.stdout.startswith("#compdef harness")
+
+
+def test_install_completion_writes_the_script_and_sources_it(tmp_path: Path) -> None:
+    result = harness(tmp_path, "--install-completion", "bash", env=cli_env(HOME=str(tmp_path), **EXPLICIT_SHELL))
+    assert result.returncode == 0, result.stderr
+    script = tmp_path / ".bash_completions" / "harness.sh"
+    assert "_harness_completion" in script.read_text()
+    assert str(script.relative_to(tmp_path)) in (tmp_path / ".bashrc").read_text()
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [("harness da", "data"), ("harness data sn", "snapshot"), ("harness ls --so", "--sort"), ("harness e", "env")],
+)
+def test_completion_completes_commands_and_options(tmp_path: Path, words: str, expected: str) -> None:
+    """What the installed bash script asks harness for on <Tab>."""
+    env = cli_env(_HARNESS_COMPLETE="complete_bash", COMP_WORDS=words, COMP_CWORD=str(len(words.split()) - 1))
+    result = harness(tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert expected in result.stdout.split()

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from harness import __version__
 from harness.cli import data, env, ls, ui, verify
 from harness.cli.app import AsJson, Interrupted, Project, command, help_without_command, new_app
 from harness.cli.output import STATE, TerminalReporter, echo, json_mode, print_json
@@ -34,6 +35,7 @@ def build_app() -> typer.Typer:
     app = new_app(
         DESCRIPTION,
         callback=root,
+        completion=True,  # --install-completion, --show-completion
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     command(app, "run", run)
@@ -57,9 +59,18 @@ def build_parser() -> Any:
     return typer.main.get_command(build_app())
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        echo(f"harness {__version__}")
+        raise typer.Exit()
+
+
 def root(
     ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     STATE["verbose"] = verbose
     help_without_command(ctx)
