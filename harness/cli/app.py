@@ -5,9 +5,11 @@ A handler is a plain function whose signature declares its options (typer reads 
 docstring is its --help, printed with its line breaks kept. It returns its exit code (None is 0). Errors are not
 handled here: `harness.cli.main.main` runs the command tree with typer's own error printing off and reports
 every error in harness's form.
-"""
 
-from __future__ import annotations
+The CLI modules do without `from __future__ import annotations`: typer reads the annotations of every handler
+at each start (three times each), and as strings each is an eval, which made building the command tree 11 ms
+instead of 4 (bench/cli_startup.py).
+"""
 
 from collections.abc import Callable
 from pathlib import Path

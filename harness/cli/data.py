@@ -1,6 +1,6 @@
 """``harness data ...``: snapshot paths, list, show and diff snapshots. Parse, call harness.datasets, render."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typer reads the handlers' annotations (see harness/cli/app.py).
 
 from pathlib import Path
 from typing import Annotated, Any

@@ -1,6 +1,6 @@
 """`harness env ...`: the environment images on this machine. Parse, call one core function, render."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typer reads the handlers' annotations (see harness/cli/app.py).
 
 from pathlib import Path
 from typing import Annotated, Any

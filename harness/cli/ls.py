@@ -1,6 +1,6 @@
 """``harness ls``: the runs as a table, JSON or CSV. Parse, call harness.runs.query_runs, render."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typer reads the handlers' annotations (see harness/cli/app.py).
 
 import json
 import sys

@@ -7,7 +7,7 @@ docstring is its --help, and it returns its exit code. Core modules are imported
 command imports only what it uses. `main` is the one place errors are reported.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typer reads the handlers' annotations (see harness/cli/app.py).
 
 import sys
 from collections.abc import Sequence

@@ -1,6 +1,6 @@
 """`harness ui`: serve the runs table, run pages and comparisons on 127.0.0.1 until Ctrl-C."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typer reads the handlers' annotations (see harness/cli/app.py).
 
 import os
 import sys

@@ -1,6 +1,6 @@
 """``harness verify``: re-hash store objects and report damaged ones with what uses them. Thin over integrity."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typer reads the handlers' annotations (see harness/cli/app.py).
 
 from pathlib import Path
 from typing import Annotated
