@@ -14,7 +14,9 @@ and `python -X importtime -m harness --help`: what importing the command line co
 it imports, typer's share of it), as medians of the same rounds.
 
 Each version runs as `python -m harness` with PYTHONPATH set to its tree, so both use the same interpreter and
-libraries. --python NAME=PATH adds the new code under another interpreter (e.g. a venv with another typer).
+libraries. --python NAME=PATH adds the new code under another interpreter: e.g. a venv with typer 0.29, into
+which this checkout is installed too (`pip install --no-deps -e .`, plus GitPython PyYAML tomlkit), so that its
+interpreter starts like this one (an editable install's import hook costs every start about 15 ms here).
 
 Usage: python bench/cli_startup.py [--repeat 9] [--warmup 1] [--runs 10000] [--old-rev 206f38d]
                                    [--python typer-0.29=/path/to/venv/bin/python]
