@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, compile_harness  # bench/ is on sys.path when a script in it runs
+from common import REPO, compile_harness, release_tree  # bench/ is on sys.path when a script in it runs
 from ls import fake_runs, setup_harness
 
 HERE = Path(__file__).resolve().parent
@@ -44,14 +44,7 @@ CONFIG = 'name = "bench"\nbase = "bookworm"\nlock = "harness.lock"\ncommand = ["
 
 def old_tree(rev: str) -> Path:
     """The harness package as it was at ``rev``, byte-compiled, under bench/out/cli-old/<rev>."""
-    tree = OUT / "cli-old" / rev
-    if not (tree / "harness" / "cli" / "main.py").is_file():
-        shutil.rmtree(tree, ignore_errors=True)
-        tree.mkdir(parents=True)
-        archive = subprocess.run(["git", "archive", rev, "harness"], cwd=REPO, check=True, capture_output=True)
-        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "harness")], check=True)
-    return tree
+    return release_tree(rev, OUT / "cli-old" / rev)
 
 
 def run_once(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import compile_harness  # bench/ is on sys.path when a script in it runs
+from common import compile_harness, release_tree  # bench/ is on sys.path when a script in it runs
 from ls import fake_runs, setup_harness
 from run_overhead import make_project
 
@@ -32,18 +32,8 @@ BASELINE = "62c221e"  # main before the package layout and the Docker SDK, GitPy
 
 
 def export(rev: str) -> Path:
-    """The ``harness/`` package of ``rev``, exported and byte-compiled once."""
     sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True, text=True)
-    target = OUT / f"release-{sha.stdout.strip()}"
-    if not (target / "harness" / "__init__.py").is_file():
-        target.mkdir(parents=True, exist_ok=True)
-        # images/ too: before the package layout, harness/recipes was a symlink to the repository's images/
-        listed = subprocess.run(["git", "ls-tree", "--name-only", rev], cwd=ROOT, check=True, capture_output=True)
-        paths = [p for p in ("harness", "images") if p in listed.stdout.decode().split()]
-        archive = subprocess.run(["git", "archive", rev, *paths], cwd=ROOT, check=True, capture_output=True)
-        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(target / "harness")], check=True)
-    return target
+    return release_tree(rev, OUT / f"release-{sha.stdout.strip()}")
 
 
 def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
