@@ -266,6 +266,41 @@ class Repository:
             data: bytes = found.data_stream.read()
         return data.decode("utf-8", "replace")
 
+    def tree_files(self, commit: str, under: str = "") -> dict[str, tuple[str, str]]:
+        """Every file under ``under`` (a directory of the project, "" for all of it) as committed: project-relative
+        path -> (git mode, object id). Modes: 100644, 100755, 120000 (a symlink), 160000 (a submodule)."""
+        full = "/".join(p for p in (self.subdir, under) if p)
+        # One `git ls-tree`, however many files: its -z format is fixed (no quoting, no color, full paths).
+        args = ("ls-tree", "-r", "-z", "--full-tree", commit, "--", *([full] if full else []))
+        status, out, err = self._run(*args)
+        if status != 0:
+            raise CodeError(f"git {' '.join(args)} failed: {_oneline(err, status)}")
+        found = {}
+        for item in str(out).split("\0"):
+            if not item:
+                continue
+            info, _, repo_path = item.partition("\t")
+            mode, _kind, oid = info.split(" ")
+            found[self._project_relative(repo_path)] = (mode, oid)
+        return found
+
+    def read_objects(self, oids: list[str]) -> Iterator[tuple[str, bytes]]:
+        """(object id, bytes) of each blob, through one `git cat-file` process for all of them."""
+        with self._objects() as repo:
+            for oid in oids:
+                yield oid, bytes(repo.odb.stream(bytes.fromhex(oid)).read())
+
+    def working_files(self, under: str = "") -> list[str]:
+        """The files under ``under`` that a commit of the working tree would hold: tracked and untracked, not
+        ignored, present on disk; project-relative paths."""
+        full = "/".join(p for p in (self.subdir, under) if p) or "."
+        args = ("ls-files", "-z", "--cached", "--others", "--exclude-standard", "--full-name", "--", full)
+        status, out, err = self._run(*args)
+        if status != 0:
+            raise CodeError(f"git {' '.join(args)} failed: {_oneline(err, status)}")
+        found = {self._project_relative(p) for p in str(out).split("\0") if p}
+        return sorted(p for p in found if (self.project / p).is_symlink() or (self.project / p).exists())
+
     def export_tree(self, tree: str, dest: IO[bytes]) -> None:
         """Write the tree as a tar: git's own archive of a tree, with a fixed mtime (no commit id, no time)."""
         # `git archive` through GitPython rather than Repo.archive, whose errors carry git's message only reformatted.
