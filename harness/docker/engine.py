@@ -21,8 +21,16 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from harness.docker.attach import CHUNK, demultiplex
+from harness.docker.buildstream import follow_build
 from harness.docker.context import current_context
-from harness.docker.interface import ContainerInterrupted, ContainerSpec, ContainerVanished, Engine, OutputSink
+from harness.docker.interface import (
+    ContainerInterrupted,
+    ContainerSpec,
+    ContainerVanished,
+    Engine,
+    LineSink,
+    OutputSink,
+)
 from harness.errors import EngineUnavailable, HarnessError
 
 T = TypeVar("T")
@@ -124,6 +132,34 @@ class DockerEngine:
         with self._talking(what):
             self._reload_logins()
             self._follow(self._api.pull(name, tag=tag, stream=True, decode=True), what)
+
+    def build_image(
+        self,
+        context: IO[bytes],
+        dockerfile: str,
+        labels: dict[str, str],
+        tag: str,
+        network: str = "none",
+        progress: LineSink | None = None,
+    ) -> str:
+        """``docker build`` (classic builder) of a tar context; returns the image id. Errors arrive in the stream,
+        after the step that failed: raised as BuildFailed with that step and the engine's words."""
+        what = f"docker build of {dockerfile}"
+        with self._talking(what):
+            # No timeout: a RUN step may stay silent for longer than any request should (the SDK passes None).
+            messages = self._api.build(
+                fileobj=context,
+                custom_context=True,
+                dockerfile=dockerfile,
+                tag=tag,
+                pull=False,
+                rm=True,
+                forcerm=True,
+                labels=dict(labels),
+                network_mode=network,
+                decode=True,
+            )
+        return follow_build(self._guarded(messages, what), what, progress)
 
     def push_image(self, ref: str) -> None:
         """``docker push ref`` (a tagged image); raises HarnessError with the engine's reason."""

@@ -18,6 +18,9 @@ from harness.errors import HarnessError
 OutputSink = Callable[[str, bytes], None]
 """Receives ("stdout" | "stderr", chunk) as a container writes it."""
 
+LineSink = Callable[[str], None]
+"""Receives a build's output, one line at a time."""
+
 
 @dataclass(frozen=True)
 class Mount:
@@ -74,6 +77,17 @@ class ContainerInterrupted(HarnessError):
     exit_code = 130
 
 
+class BuildFailed(HarnessError):
+    """``docker build`` stopped: the engine's words, and the step it stopped at as the builder counts them."""
+
+    def __init__(self, message: str, reason: str, step: int | None, step_text: str, tail: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.reason = reason  # the engine's own error
+        self.step = step  # 1-based, as in the builder's "Step N/M"; None if it failed before the first step
+        self.step_text = step_text  # "RUN make" as the builder printed it
+        self.tail = tail  # the last lines of the build's output
+
+
 class Engine(Protocol):
     """A connected container engine: images in and out, and containers run to completion."""
 
@@ -100,6 +114,21 @@ class Engine(Protocol):
         ...
 
     def pull_image(self, ref: str) -> None: ...
+
+    def build_image(
+        self,
+        context: IO[bytes],
+        dockerfile: str,
+        labels: dict[str, str],
+        tag: str,
+        network: str = "none",
+        progress: LineSink | None = None,
+    ) -> str:
+        """``docker build`` with the classic builder from a tar build context holding ``dockerfile``: FROM images
+        the engine has are not pulled again; RUN steps get ``network`` ("none", "host", "bridge"); intermediate
+        containers are removed, even on failure. Each output line goes to ``progress``. Returns the image id,
+        tagged ``tag``; a failure raises :class:`BuildFailed`."""
+        ...
 
     def push_image(self, ref: str) -> None: ...
 
