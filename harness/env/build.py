@@ -113,7 +113,7 @@ def build_environment(
     installer = fetch_wheels([PIP_INSTALLER], layout.wheels, say)[PIP_INSTALLER.name]
     check_wheels(lock, wheels)
     entrypoint: tuple[str, ...] | None = None
-    if recipe.pinned is not None:  # a registry image archived in the store (pinnedbase.py)
+    if recipe.archived:  # a registry image or a Dockerfile's build, archived in the store (pinnedbase.py)
         pinned = ensure_loaded(recipe, layout, engine, store, say)
         base_image, base_layers, base_label = pinned.parts.image_id, pinned.layers, pinned.digest
         image_env, entrypoint, base_info = pinned.image_env(), pinned.entrypoint, pinned.record_fields(recipe)

@@ -45,7 +45,7 @@ class ProjectEnvironment:
 def project_environment(project_dir: Path) -> ProjectEnvironment:
     """The recipe and lock of the project at (or above) ``project_dir``, checked against each other."""
     config = load_config(project_dir.resolve())
-    recipe = load_recipe(config.base, config.root)
+    recipe = load_recipe(config.base, config.root, build_network=config.build_network)
     lock_path = config.root / config.lock
     if not lock_path.is_file():
         raise NotFound(

@@ -80,8 +80,8 @@ def environment_key(recipe: Recipe, lock: Lock) -> str:
     """sha256 of every input of the image: change any of them and the key (and the image) changes."""
     recipe_inputs = recipe.to_dict()
     del recipe_inputs["name"]  # a name is a label: the same recipe under another name is the same image
-    if recipe.pinned is not None:
-        recipe_inputs = key_inputs(recipe)  # the digest and diff ids, not the registry it was pulled from
+    if recipe.archived:
+        recipe_inputs = key_inputs(recipe)  # digests and diff ids: not the registry, nor the Dockerfile's path
     return sha256_json(
         {
             "format": FORMAT,
@@ -98,7 +98,7 @@ def image_ref(key: str) -> str:
 
 
 def check_lock_matches(recipe: Recipe, lock: Lock) -> None:
-    if recipe.pinned is not None and not recipe.python:
+    if recipe.archived and not recipe.python:
         return  # not resolved yet: ensure_environment checks again once the image told its python and platform
     if (lock.python, lock.platform) != (recipe.python, recipe.platform):
         raise EnvironmentBuildError(

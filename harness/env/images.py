@@ -39,8 +39,8 @@ def ensure_environment(
 ) -> Environment:
     """The image for (recipe, lock): reused if present, loaded from the cache store if stored, else built."""
     say = progress or (lambda _message: None)
-    if recipe.pinned is not None:
-        recipe = resolve(recipe, layout, engine, say)  # first use pulls and archives it; later, one record read
+    if recipe.archived:
+        recipe = resolve(recipe, layout, engine, say)  # first use pulls or builds and archives; later, a record read
     check_lock_matches(recipe, lock)
     key = environment_key(recipe, lock)
     record_path = layout.images / f"{key}.json"

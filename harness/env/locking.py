@@ -18,7 +18,7 @@ from harness.project.config import load_config
 
 def lock_project(project_dir: Path, progress: Progress | None = None) -> dict[str, Any]:
     """Resolve the requirements for the base's Python and platform and write the lock; ``progress`` hears about
-    the one slow step there can be, pulling and archiving a digest-pinned base on its first use.
+    the one slow step there can be, pulling or building and archiving a pinned or Dockerfile base on first use.
 
     The lock is written in the format its name says: ``pylock.toml``/``pylock.<name>.toml`` as PEP 751, anything
     else as harness.lock. A pylock.toml that another tool made is never overwritten: with no requirements
@@ -34,8 +34,8 @@ def lock_project(project_dir: Path, progress: Progress | None = None) -> dict[st
             'add requirements = "requirements.txt" (one requirement per line, or a file pinned with --hash) or '
             'requirements = "pyproject.toml" (its [project] dependencies)',
         )
-    recipe = load_recipe(config.base, config.root)
-    if recipe.pinned is not None:
+    recipe = load_recipe(config.base, config.root, build_network=config.build_network)
+    if recipe.archived:
         recipe = _resolve_pinned(recipe, config.root, progress or (lambda _message: None))
     if foreign:
         if config.requirements:
@@ -88,8 +88,8 @@ def check_requires_python(requirements: lockinputs.Requirements, python: str) ->
 
 
 def _resolve_pinned(recipe: Recipe, root: Path, say: Progress) -> Recipe:
-    """A registry image's Python and platform are known only from the image itself: read from its archive record,
-    or, on first use, pulled, archived and asked (which needs the engine, and the registry, once)."""
+    """A registry image's or a Dockerfile's Python and platform are known only from the image itself: read from its
+    archive record, or, on first use, pulled or built, archived and asked (which needs the engine once)."""
     layout = Layout.for_project(root)
     resolved = resolve_archived(recipe, layout)
     if resolved is not None:
@@ -98,7 +98,7 @@ def _resolve_pinned(recipe: Recipe, root: Path, say: Progress) -> Recipe:
         engine = connect()
     except EngineUnavailable as exc:
         raise EngineUnavailable(
-            f"{exc.message}; `harness lock` needs it once for base {recipe.pinned}: the image's own python3 is asked "
+            f"{exc.message}; `harness lock` needs it once for base {recipe.name}: the image's own python3 is asked "
             f"for its version and platform, and the image is archived in {layout.cache} so later locks need no "
             "engine; the lock was not changed",
             exc.hint,

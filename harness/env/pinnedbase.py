@@ -1,14 +1,21 @@
-"""Digest-pinned registry images as bases: pulled once, archived in the cache store, loaded back from it after.
+"""Archived bases: an image made once, outside harness's control, kept in the cache store and loaded back from it.
 
-    base = "host/repo@sha256:<manifest digest>"
-      first use:  docker pull (by digest) -> docker save -> each layer (uncompressed tar == its diff id) and the
-                  image's own config bytes become objects in the cache store; python3 is asked once, with the
-                  network off, for its version and glibc; all of it goes into images/pinned-<digest>.json
-      later:      that record and the stored objects are enough: no registry, no pull
+Two kinds, archived the same way:
 
-The config bytes are kept exactly as the registry served them, so loading the stored objects gives the image id
-the pull gave. The library layer is then built on it as on a recipe base (build.py), and the environment key
-holds the pinned digest and the diff ids in place of the recipe.
+    base = "host/repo@sha256:<manifest digest>"                     (source "registry")
+      first use:  docker pull by digest
+    base = "Dockerfile.base"                                         (source "dockerfile", dockerfilebase.py)
+      first use per key (the Dockerfile's digest and its context files' digests): docker build
+
+    then:   docker save -> each layer (uncompressed tar == its diff id) and the image's own config bytes become
+            objects in the cache store; python3 is asked once, with the network off, for its version and glibc;
+            all of it goes into images/pinned-<digest>.json or images/dockerfile-<key>.json
+    later:  that record and the stored objects are enough: no registry, no build
+
+The config bytes are kept exactly as the engine gave them, so loading the stored objects gives the image id the
+pull or the build gave. The library layer is then built on it as on a recipe base (build.py), and the environment
+key holds the digests and the diff ids in place of the recipe. A pulled image can be fetched again by its digest;
+a built one cannot be made again bit for bit (``docker build`` stamps times), so its archive is the only copy.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import IO, Any, cast
 from harness.digests import canonical_json
 from harness.docker.interface import ContainerSpec, Engine
 from harness.env import oci
+from harness.env.dockerfilebase import build_dockerfile
 from harness.env.environment import VENV, Progress
 from harness.env.imageload import load_image
 from harness.env.recipe import Recipe, pinned_digest
@@ -38,6 +46,7 @@ from harness.storage.store import Store
 
 PINNED_FORMAT = "harness.pinned/1"
 BASE_REPOSITORY = "harness-base"
+REGISTRY, DOCKERFILE = "registry", "dockerfile"
 PYTHON = "/usr/bin/python3"
 _ARCH_TO_WHEEL = {"amd64": "x86_64", "arm64": "aarch64", "ppc64le": "ppc64le", "s390x": "s390x"}
 # Printed by the image's own python3: its version and the glibc the manylinux tag is derived from.
@@ -46,8 +55,8 @@ _PROBE = "import json, os, platform; print(json.dumps([platform.python_version()
 
 @dataclass(frozen=True)
 class PinnedBase:
-    ref: str  # as configured, where it was pulled from
-    digest: str  # "sha256:<hex>" of the registry manifest, from the reference
+    ref: str  # registry: as configured, where it was pulled from; dockerfile: the Dockerfile's path in the project
+    digest: str  # registry: "sha256:<hex>" of the manifest, from the reference; dockerfile: "sha256:" + its key
     parts: oci.ImageParts  # the image's own config, our manifest, its layers
     layers: tuple[oci.LayerRef, ...]
     env: tuple[str, ...]  # the image config's Env ("K=V"), carried into the environment image
@@ -57,14 +66,22 @@ class PinnedBase:
     platform: str  # manylinux_2_XX_<arch>
     architecture: str
     source_date_epoch: int  # the image's own "created", so nothing here depends on the clock
+    source: str = REGISTRY  # REGISTRY | DOCKERFILE
+    build: dict[str, Any] | None = None  # a Dockerfile base: its digests and context files, the build's image id
 
     @property
     def image_ref(self) -> str:
-        return f"{BASE_REPOSITORY}:pinned-{self.digest.removeprefix('sha256:')[:16]}"
+        prefix = "pinned" if self.source == REGISTRY else self.source
+        return f"{BASE_REPOSITORY}:{prefix}-{self.digest.removeprefix('sha256:')[:16]}"
+
+    @property
+    def archive_name(self) -> str:
+        return _archive_name(self.source, self.digest)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": PINNED_FORMAT,
+            "source": self.source,
             "ref": self.ref,
             "digest": self.digest,
             "config": self.parts.config_digest,
@@ -77,6 +94,7 @@ class PinnedBase:
             "platform": self.platform,
             "architecture": self.architecture,
             "source_date_epoch": self.source_date_epoch,
+            **({} if self.build is None else {"build": self.build}),
         }
 
     @classmethod
@@ -95,6 +113,8 @@ class PinnedBase:
             platform=str(data["platform"]),
             architecture=str(data["architecture"]),
             source_date_epoch=int(data["source_date_epoch"]),
+            source=str(data.get("source", REGISTRY)),  # records from before Dockerfile bases are all pulled
+            build=dict(data["build"]) if data.get("build") else None,
         )
 
     def image_env(self) -> dict[str, str]:
@@ -109,14 +129,14 @@ class PinnedBase:
 
 
 def resolve(recipe: Recipe, layout: Layout, engine: Engine, say: Progress) -> Recipe:
-    """The recipe with what the image says about itself; archives the image on first use."""
-    base = ensure_archived(str(recipe.pinned), layout, engine, Store(layout.cache_objects), say)
+    """The recipe with what the image says about itself; pulls or builds and archives the image on first use."""
+    base = ensure_archived(recipe, layout, engine, Store(layout.cache_objects), say)
     return resolved_recipe(recipe, base)
 
 
 def resolve_archived(recipe: Recipe, layout: Layout) -> Recipe | None:
     """The resolved recipe from the archive alone (no engine, no registry); None if the base is not archived."""
-    base = _read(record_path(str(recipe.pinned), layout), Store(layout.cache_objects))
+    base = _read(record_path(recipe, layout), Store(layout.cache_objects))
     return None if base is None else resolved_recipe(recipe, base)
 
 
@@ -133,45 +153,55 @@ def resolved_recipe(recipe: Recipe, base: PinnedBase) -> Recipe:
 
 def ensure_loaded(recipe: Recipe, layout: Layout, engine: Engine, store: Store, say: Progress) -> PinnedBase:
     """The archived base, present in the engine (loaded back from the store if it was removed)."""
-    base = ensure_archived(str(recipe.pinned), layout, engine, store, say)
+    base = ensure_archived(recipe, layout, engine, store, say)
     if engine.inspect_image(base.parts.image_id) is None:
         say(f"loading base image {base.ref} from the cache")
         load_image(store, base.parts, base.image_ref, layout, engine, base.source_date_epoch)
     return base
 
 
-def ensure_archived(ref: str, layout: Layout, engine: Engine, store: Store, say: Progress) -> PinnedBase:
-    path = record_path(ref, layout)
+def ensure_archived(recipe: Recipe, layout: Layout, engine: Engine, store: Store, say: Progress) -> PinnedBase:
+    path = record_path(recipe, layout)
     base = _read(path, store)
     if base is not None:
         return base
     with file_lock(layout.locks / path.with_suffix(".lock").name, say):
         base = _read(path, store)  # another process may have archived it while we waited
         if base is None:
-            base = _archive(ref, pinned_digest(ref), layout, engine, store, say)
+            if recipe.dockerfile is not None:
+                base = _archive_built(recipe, layout, engine, store, say)
+            else:
+                ref = str(recipe.pinned)
+                base = _archive(_pull(ref, engine, say), ref, pinned_digest(ref), layout, engine, store, say)
             write_json_atomic(path, base.to_dict())
         return base
 
 
 def archive_again(ref: str, layout: Layout, engine: Engine, store: Store, say: Progress) -> PinnedBase:
-    """Archive ``ref`` in ``layout``'s cache as on first use, whatever is archived there (`harness env verify`
-    calls it on a clean cache, right after pulling ``ref`` again)."""
-    base = _archive(ref, pinned_digest(ref), layout, engine, store, say)
+    """Archive the registry image ``ref`` in ``layout``'s cache as on first use, whatever is archived there
+    (`harness env verify` calls it on a clean cache, right after pulling ``ref`` again)."""
+    base = _archive(_pull(ref, engine, say), ref, pinned_digest(ref), layout, engine, store, say)
     write_archived(base, layout)
     return base
 
 
-def record_path(ref: str, layout: Layout) -> Path:
-    return layout.images / f"pinned-{pinned_digest(ref).removeprefix('sha256:')}.json"
+def record_path(recipe: Recipe, layout: Layout) -> Path:
+    if recipe.dockerfile is not None:
+        return layout.images / f"{_archive_name(DOCKERFILE, recipe.dockerfile_key)}.json"
+    return layout.images / f"{_archive_name(REGISTRY, pinned_digest(str(recipe.pinned)))}.json"
 
 
-def read_archived(ref: str, layout: Layout) -> PinnedBase | None:
-    """The archive record of ``ref`` as written, its objects not checked; None if absent or unreadable."""
-    return _load(record_path(ref, layout))
+def read_archived(recipe: Recipe, layout: Layout) -> PinnedBase | None:
+    """The archive record of the base, as written, its objects not checked; None if absent or unreadable."""
+    return _load(record_path(recipe, layout))
 
 
 def write_archived(base: PinnedBase, layout: Layout) -> None:
-    write_json_atomic(record_path(base.ref, layout), base.to_dict())
+    write_json_atomic(layout.images / f"{base.archive_name}.json", base.to_dict())
+
+
+def _archive_name(source: str, digest: str) -> str:
+    return f"{'pinned' if source == REGISTRY else source}-{digest.removeprefix('sha256:')}"
 
 
 def _read(path: Path, store: Store) -> PinnedBase | None:
@@ -189,10 +219,11 @@ def _load(path: Path) -> PinnedBase | None:
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError):
-        return None  # damaged: archived again from the engine or the registry
+        return None  # damaged: archived again from the engine, the registry or the Dockerfile
 
 
-def _archive(ref: str, digest: str, layout: Layout, engine: Engine, store: Store, say: Progress) -> PinnedBase:
+def _pull(ref: str, engine: Engine, say: Progress) -> str:
+    """The image id of ``ref`` in the engine, pulled by digest if it is not there."""
     if engine.inspect_image(ref) is None:
         say(f"pulling base image {ref} (only this once: it is archived in the cache)")
         try:
@@ -207,7 +238,29 @@ def _archive(ref: str, digest: str, layout: Layout, engine: Engine, store: Store
     info = engine.inspect_image(ref)
     if info is None:
         raise EnvironmentBuildError(f"docker pull {ref} reported success, but the engine has no such image")
-    image_id = str(info["Id"])
+    return str(info["Id"])
+
+
+def _archive_built(recipe: Recipe, layout: Layout, engine: Engine, store: Store, say: Progress) -> PinnedBase:
+    """Build the Dockerfile (dockerfilebase.py) and archive what it built, with what decided the build."""
+    digest = "sha256:" + recipe.dockerfile_key
+    tag = f"{BASE_REPOSITORY}:{DOCKERFILE}-{recipe.dockerfile_key[:16]}"
+    image_id, build = build_dockerfile(recipe, tag, layout, engine, say)
+    base = _archive(image_id, str(recipe.dockerfile), digest, layout, engine, store, say, source=DOCKERFILE)
+    return dataclasses.replace(base, build=build)
+
+
+def _archive(
+    image_id: str,
+    ref: str,
+    digest: str,
+    layout: Layout,
+    engine: Engine,
+    store: Store,
+    say: Progress,
+    source: str = REGISTRY,
+) -> PinnedBase:
+    """Archive the image ``image_id`` (pulled as ``ref``, or built from the Dockerfile ``ref``) in the store."""
     say(f"archiving base image {ref} in the cache")
     tmp_dir = layout.cache / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -227,10 +280,12 @@ def _archive(ref: str, digest: str, layout: Layout, engine: Engine, store: Store
             hint="nothing was recorded; report this with `docker version`",
         )
     config_digest = store.put_bytes(config_bytes)
-    if image_id not in ("sha256:" + config_digest, digest):
+    # The classic store's id is the config digest. The containerd store's is a manifest's digest: a pull's is the
+    # reference's; a build's is a manifest only the engine holds (loaded back, the image has our manifest's id).
+    if source == REGISTRY and image_id not in ("sha256:" + config_digest, digest):
         raise EnvironmentBuildError(f"docker save of {ref} gave config {config_digest}, not image {image_id}")
     manifest_digest = store.put_bytes(canonical_json(oci.manifest(config_digest, len(config_bytes), layers)))
-    python_full, glibc = _probe(image_id, ref, engine)
+    python_full, glibc = _probe(image_id, ref, engine, source)
     architecture = str(config.get("architecture", "amd64"))
     container = config.get("config") or {}
     entrypoint = container.get("Entrypoint")
@@ -246,6 +301,7 @@ def _archive(ref: str, digest: str, layout: Layout, engine: Engine, store: Store
         platform=_platform(glibc, architecture, ref),
         architecture=architecture,
         source_date_epoch=_epoch(str(config.get("created", ""))),
+        source=source,
     )
     repository, tag = base.image_ref.rsplit(":", 1)
     engine.tag_image(image_id, repository, tag)  # a name that says where it came from in `docker images`
@@ -282,7 +338,7 @@ def _member(tar: tarfile.TarFile, name: str) -> bytes:
     return extracted.read()
 
 
-def _probe(image_id: str, ref: str, engine: Engine) -> tuple[str, str]:
+def _probe(image_id: str, ref: str, engine: Engine, source: str) -> tuple[str, str]:
     """(python version, "glibc 2.XX") as the image's own python3 reports them, network off."""
     spec = ContainerSpec(
         image=image_id, command=(PYTHON, "-I", "-c", _PROBE), labels={"org.harness.role": "base-probe"}
@@ -299,10 +355,11 @@ def _probe(image_id: str, ref: str, engine: Engine) -> tuple[str, str]:
             return version, glibc
     except (ValueError, IndexError, TypeError):
         pass
+    fix = "choose another image" if source == REGISTRY else f"install python3 at {PYTHON} in the Dockerfile"
     raise EnvironmentBuildError(
         f"base image {ref}: {PYTHON} could not report its version and glibc (exit {code}): {text[-500:]}",
-        hint=f"a pinned base must have CPython at {PYTHON} on glibc (Debian, Ubuntu, manylinux images); its layers "
-        "stay in the cache store but no base was recorded: choose another image",
+        hint=f"a base image must have CPython at {PYTHON} on glibc (Debian, Ubuntu, manylinux images); its layers "
+        f"stay in the cache store but no base was recorded: {fix}",
     )
 
 

@@ -69,12 +69,13 @@ def parse_project_lock(config: ProjectConfig, recipe: Recipe, text: str) -> lock
     by_harness = made_by_harness(text)
     if config.requirements and not by_harness:
         raise foreign_pylock_error(config, config.root / config.lock)
-    if recipe.pinned is not None and not recipe.python and not by_harness:
+    if recipe.archived and not recipe.python and not by_harness:
         recipe = resolve_archived(recipe, Layout.for_project(config.root)) or recipe
         if not recipe.python:
+            made = "pulled" if recipe.pinned is not None else "built"
             raise EnvironmentBuildError(
-                f"{config.lock} is read for the image's Python and platform, which base {recipe.pinned} tells only "
-                "once it has been pulled",
+                f"{config.lock} is read for the image's Python and platform, which base {recipe.name} tells only "
+                f"once it has been {made}",
                 hint="run `harness lock` once: it asks the image, archives it, and checks the lock against it",
             )
     from harness.env.pylock import read_pylock  # packaging's tags and markers: only for a PEP 751 lock

@@ -1,8 +1,10 @@
 """Base recipes: what an environment image is built on.
 
-A base is either a recipe (``images/<name>.toml`` in the project, else a built-in one under harness/env/recipes/):
-a Debian suite, mirror and packages that mmdebstrap bootstraps; or a digest-pinned registry image
-(``host/repo@sha256:<64 hex>``), whose facts are known only once the image is resolved (pinnedbase.py).
+A base is a recipe (``images/<name>.toml`` in the project, else a built-in one under harness/env/recipes/): a
+Debian suite, mirror and packages that mmdebstrap bootstraps; or a digest-pinned registry image
+(``host/repo@sha256:<64 hex>``); or a Dockerfile in the project (``Dockerfile.base``, dockerfile.py). The facts of
+the last two (Python, platform, layers) are known only once the image is pulled or built and archived
+(pinnedbase.py).
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.env.dockerfile import DockerfileSource, dockerfile_key, is_dockerfile, load_dockerfile
 from harness.errors import ConfigError, EnvironmentBuildError
+from harness.paths import store_root
+from harness.project.projectfiles import ProjectFiles, WorkingTreeFiles
 
 RecipeReader = Callable[[str], str | None]  # project-relative path -> text, None if absent
 
@@ -43,9 +48,27 @@ class Recipe:
     # A digest-pinned registry image used as the base instead of mmdebstrap (pinnedbase.py). Its python, platform,
     # architecture, epoch and diff ids are read from the image, so they are only known once it is resolved.
     pinned: str | None = None
-    pinned_layers: tuple[str, ...] = ()
+    pinned_layers: tuple[str, ...] = ()  # the diff ids of a pinned or Dockerfile base, once resolved
+    # A Dockerfile in the project, built once and archived (dockerfilebase.py): its path, and the digests of its
+    # bytes and of the context files it takes, which key it. The source (to build from) only when read from a
+    # project; a recipe rebuilt from a run record has none, and can use only the archive.
+    dockerfile: str | None = None
+    dockerfile_digest: str = ""
+    context_digest: str = ""
+    dockerfile_source: DockerfileSource | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def archived(self) -> bool:
+        """A base that is fetched or built once and archived (pinned, Dockerfile), not bootstrapped by a recipe."""
+        return self.pinned is not None or self.dockerfile is not None
+
+    @property
+    def dockerfile_key(self) -> str:
+        return dockerfile_key(self.dockerfile_digest, self.context_digest)
 
     def to_dict(self) -> dict[str, Any]:
+        if self.dockerfile is not None:
+            return _dockerfile_dict(self)
         if self.pinned is not None:
             return _pinned_dict(self)
         return {
@@ -91,13 +114,25 @@ def known_recipes(project_root: Path) -> list[str]:
     return sorted(names)
 
 
-def load_recipe(base: str, project_root: Path, read: RecipeReader | None = None) -> Recipe:
-    """The recipe named ``base``: ``<project>/images/<base>.toml`` first, then harness's built-in recipes.
+def load_recipe(
+    base: str,
+    project_root: Path,
+    read: RecipeReader | None = None,
+    files: ProjectFiles | None = None,
+    build_network: str = "none",
+) -> Recipe:
+    """The recipe named ``base``: ``<project>/images/<base>.toml`` first, then harness's built-in recipes; or the
+    Dockerfile ``base`` names (dockerfile.py), or a digest-pinned image.
 
     ``read`` reads a project file by its path relative to the project (``images/<base>.toml``), returning None
-    when it is absent: a run passes one that reads the commit being run, so an uncommitted or later edit of a
-    recipe cannot change the image. Without it the working tree is read.
+    when it is absent, and ``files`` lists and reads the project's files (a Dockerfile and what it copies): a run
+    passes ones that read the commit being run, so an uncommitted or later edit cannot change the image. Without
+    them the working tree is read. ``build_network`` is the network a Dockerfile's RUN steps get.
     """
+    if is_dockerfile(base):
+        files = files or WorkingTreeFiles(project_root, skip=[store_root(project_root)])
+        source = load_dockerfile(base, files, build_network)
+        return dockerfile_recipe(base, source)
     pinned = pinned_recipe(base)  # a registry image reference, or None for a recipe name
     if pinned is not None:
         return pinned
@@ -182,6 +217,37 @@ def pinned_recipe(base: str) -> Recipe | None:
     return None
 
 
+def dockerfile_recipe(name: str, source: DockerfileSource) -> Recipe:
+    """The unresolved Recipe of a Dockerfile base: keyed by its digests, its image's facts not known yet."""
+    blank: dict[str, Any] = {"suite": "", "variant": "", "packages": (), "python": "", "platform": ""}
+    return Recipe(
+        name=name,
+        architecture="",
+        source_date_epoch=0,
+        dockerfile=source.path,
+        dockerfile_digest=source.digest,
+        context_digest=source.context_digest,
+        dockerfile_source=source,
+        **blank,
+    )
+
+
+def _dockerfile_dict(recipe: Recipe) -> dict[str, Any]:
+    """Recipe.to_dict of a Dockerfile base: what keys it and what its archived image says about itself."""
+    return {
+        "name": recipe.name,
+        "dockerfile": recipe.dockerfile,
+        "dockerfile_digest": recipe.dockerfile_digest,
+        "context_digest": recipe.context_digest,
+        "digest": "sha256:" + recipe.dockerfile_key,
+        "diff_ids": list(recipe.pinned_layers),
+        "python": recipe.python,
+        "platform": recipe.platform,
+        "architecture": recipe.architecture,
+        "source_date_epoch": recipe.source_date_epoch,
+    }
+
+
 def _pinned_dict(recipe: Recipe) -> dict[str, Any]:
     """Recipe.to_dict of a pinned base: no suite, variant or packages, the image's facts instead."""
     return {
@@ -196,12 +262,18 @@ def _pinned_dict(recipe: Recipe) -> dict[str, Any]:
 
 
 def key_inputs(recipe: Recipe) -> dict[str, Any]:
-    """What decides the environment instead of a recipe: the digest (not where it was pulled from) and diff ids."""
-    match = _PINNED_RE.match(recipe.pinned or "")
-    if match is None or not recipe.pinned_layers:
-        raise EnvironmentBuildError(f"base {recipe.pinned!r} was not resolved before its key was asked for")
+    """What decides the environment instead of a recipe: the digest (not where it was pulled from, nor where the
+    Dockerfile is) and the diff ids of the image that was archived."""
+    if not recipe.pinned_layers:
+        raise EnvironmentBuildError(f"base {recipe.name!r} was not resolved before its key was asked for")
     inputs = recipe.to_dict()
     del inputs["name"]
+    if recipe.dockerfile is not None:
+        del inputs["dockerfile"]
+        return inputs
+    match = _PINNED_RE.match(recipe.pinned or "")
+    if match is None:
+        raise EnvironmentBuildError(f"base {recipe.pinned!r} is not a digest-pinned reference")
     inputs["pinned"] = "sha256:" + match["digest"]
     return inputs
 

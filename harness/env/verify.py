@@ -12,6 +12,10 @@ copy stands in, each of its objects re-hashed against the digests recorded when 
 says that the base was checked, not fetched again. An altered stored object with no registry to fetch a good copy
 from leaves nothing to rebuild on, and is an error that names it. The library layer is rebuilt on the base either way.
 
+A Dockerfile base (dockerfilebase.py) is archived, not rebuildable bit for bit: ``docker build`` stamps times, so
+building it again would prove nothing. Its stored config and layers are re-hashed against the digests recorded
+when it was built (the report says so), and the library layer is rebuilt on them.
+
 Compared: the config digest (image id), the manifest digest, and each layer's diff id; and each recorded layer's
 stored object is re-hashed, so a layer altered in the cache is caught even when the rebuild matches its record.
 For a layer that differs, the two tars are compared member by member (name, type, size, mode, link target,
@@ -31,6 +35,7 @@ from harness.digests import CHUNK
 from harness.docker.interface import Engine
 from harness.env.build import BASE_REPOSITORY, base_key, build_environment
 from harness.env.catalog import ProjectEnvironment, project_environment
+from harness.env.dockerfilebase import NOT_REBUILDABLE
 from harness.env.environment import Environment, Progress, check_lock_matches, environment_key, read_record
 from harness.env.pinnedbase import (
     PinnedBase,
@@ -99,7 +104,7 @@ class LayerCheck:
 class BaseCheck:
     """Where the rebuild's base came from, and so what a match proves about it."""
 
-    kind: str  # "recipe": bootstrapped by mmdebstrap | "pinned": a digest-pinned registry image
+    kind: str  # "recipe": bootstrapped by mmdebstrap | "pinned": a registry image | "dockerfile": archived build
     source: str  # "mmdebstrap" | "registry": pulled again | "cache": the stored copy, re-hashed, not re-fetched
     detail: str  # for people: what was verified and how
     repair: str  # what to do about an altered stored base layer
@@ -156,6 +161,8 @@ def verify_project(project_dir: Path, engine: Engine, progress: Progress | None 
         try:
             if pinned is None:
                 base = _recipe_check(recipe, layout, key)
+            elif recipe.dockerfile is not None:
+                base = _stage_dockerfile(pinned, key, layout, clean, say)
             else:
                 base = _stage_pinned(str(recipe.pinned), pinned, key, layout, clean, engine, say)
             what = "base, wheels and layers" if pinned is None else "wheels and the library layer"
@@ -169,16 +176,18 @@ def verify_project(project_dir: Path, engine: Engine, progress: Progress | None 
 
 
 def _recorded_base(project: ProjectEnvironment) -> tuple[Recipe, PinnedBase | None]:
-    """The project's recipe; for a pinned base, resolved from its archive record (nothing is pulled here)."""
-    if project.recipe.pinned is None:
+    """The project's recipe; for a pinned or Dockerfile base, resolved from its archive record (nothing is pulled
+    or built here)."""
+    if not project.recipe.archived:
         return project.recipe, None
-    ref = project.recipe.pinned
-    pinned = read_archived(ref, project.layout)
+    name = project.recipe.name
+    pinned = read_archived(project.recipe, project.layout)
     if pinned is None:
+        what = "pulls" if project.recipe.pinned is not None else "builds"
         raise NotFound(
-            f"base {ref} is not archived in {project.layout.images} (no {record_path(ref, project.layout).name}), "
-            "so no environment on it is recorded there",
-            "build it first with `harness env build` (it pulls and archives the base), then verify it",
+            f"base {name} is not archived in {project.layout.images} "
+            f"(no {record_path(project.recipe, project.layout).name}), so no environment on it is recorded there",
+            f"build it first with `harness env build` (it {what} and archives the base), then verify it",
         )
     recipe = resolved_recipe(project.recipe, pinned)
     check_lock_matches(recipe, project.lock)
@@ -200,8 +209,8 @@ def _stage_pinned(
 ) -> BaseCheck:
     """Put the pinned base into the clean cache: pulled again if its registry serves it, else the stored copy."""
     repair = (
-        f"remove {record_path(ref, layout)}; the next `harness env build` archives the base again (from the "
-        "engine or its registry) and replaces the altered object"
+        f"remove {layout.images / f'{pinned.archive_name}.json'}; the next `harness env build` archives the base "
+        "again (from the engine or its registry) and replaces the altered object"
     )
     say(f"pulling base image {ref} again from its registry")
     try:
@@ -219,6 +228,34 @@ def _stage_pinned(
         source = "registry"
     say(f"base: {detail}")
     return BaseCheck("pinned", source, detail, repair)
+
+
+def _stage_dockerfile(base: PinnedBase, key: str, layout: Layout, clean: Layout, say: Progress) -> BaseCheck:
+    """Put the archived build of a Dockerfile into the clean cache, each object re-hashed: there is nothing to
+    fetch it again from, and building it again would give another image."""
+    record = layout.images / f"{base.archive_name}.json"
+    repair = (
+        f"restore {record} and the objects it names from a backup of the cache ({NOT_REBUILDABLE}); or accept a "
+        f"new base: remove {record}, and the next `harness env build` or `harness run` builds {base.ref} anew"
+    )
+    bad = _copy_checked(base, Store(layout.cache_objects), Store(clean.cache_objects))
+    if bad:
+        raise EnvironmentBuildError(
+            f"cannot verify environment {key[:16]}: its base was built from {base.ref} and is archived, not "
+            f"rebuildable bit for bit, and the archive cannot stand in for it: {'; '.join(bad)}. Nothing was "
+            "rebuilt or changed",
+            hint=f"to repair the cache, {repair}",
+        )
+    write_archived(base, clean)
+    built = (base.build or {}).get("image_id", base.parts.image_id)
+    detail = (
+        f"{base.ref}: archived, not rebuildable bit for bit (docker build stamps times): the image built from it "
+        f"({built}, key {base.digest.removeprefix('sha256:')[:16]}) is kept in the cache; its stored config and "
+        f"{len(base.layers)} layers were re-hashed against the diff ids recorded when it was built, and the library "
+        "layer was rebuilt on them"
+    )
+    say(f"base: {detail}")
+    return BaseCheck("dockerfile", "cache", detail, repair)
 
 
 def _stand_in(ref: str, pinned: PinnedBase, key: str, layout: Layout, clean: Layout, reason: str, repair: str) -> str:

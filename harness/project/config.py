@@ -22,7 +22,7 @@ CONFIG_FILES = ("harness.toml", "pyproject.toml")
 # key -> (expected python types, description); the description feeds error messages and `harness init`.
 KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "name": ((str,), "a short name for runs of this project (default: the directory name)"),
-    "base": ((str,), "the base image: a recipe name under images/ (e.g. 'bookworm')"),
+    "base": ((str,), "the base image: a recipe name under images/ (e.g. 'bookworm'), or a Dockerfile's path"),
     "lock": ((str,), "the lock file: hash-pinned wheels for the image (harness.lock, or PEP 751 pylock.toml)"),
     "requirements": ((str,), "what `harness lock` resolves: a requirements file, or pyproject.toml's dependencies"),
     "command": ((list, str), "the entry point, as an argv list (a string is split once, like a shell would)"),
@@ -31,7 +31,12 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "params": ((dict,), "default params, passed to the code as JSON and environment variables"),
     "env": ((dict,), "extra fixed environment variables for the container (recorded in the run)"),
     "threads": ((int,), "thread count pinned for BLAS/OpenMP libraries (default 1, recorded)"),
+    "build_network": (
+        (str,),
+        "the network RUN steps get when a Dockerfile base is built: none (default), host or bridge",
+    ),
 }
+BUILD_NETWORKS = ("none", "host", "bridge")
 RESERVED_DATA_NAMES = {"", ".", ".."}
 
 
@@ -61,6 +66,7 @@ class ProjectConfig:
     params: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     threads: int = 1
+    build_network: str = "none"
 
     def key(self, name: str) -> str:
         return f"{self.prefix}.{name}" if self.prefix else name
@@ -78,6 +84,7 @@ class ProjectConfig:
             "params": self.params,
             "env": self.env,
             "threads": self.threads,
+            "build_network": self.build_network,
         }
 
 
@@ -154,6 +161,13 @@ def parse_config(text: str, file: Path, root: Path) -> ProjectConfig:
     threads = int(table.get("threads", 1))
     if threads < 1:
         raise ConfigError(f"{path_of('threads')}: must be at least 1, got {threads}")
+    build_network = table.get("build_network", "none")
+    if build_network not in BUILD_NETWORKS:
+        raise ConfigError(
+            f"{path_of('build_network')}: {build_network!r} is not one of {', '.join(BUILD_NETWORKS)}",
+            "none: RUN steps have no network, as every container harness runs; host: the host's network; bridge: "
+            "the engine's default network, as a plain `docker build` has",
+        )
     for key in ("lock", "requirements", "params_file"):
         if key in table:
             _relative(table[key], path_of(key))
@@ -171,6 +185,7 @@ def parse_config(text: str, file: Path, root: Path) -> ProjectConfig:
         params=dict(table.get("params", {})),
         env={k: str(v) for k, v in env.items()},
         threads=threads,
+        build_network=build_network,
     )
 
 

@@ -18,9 +18,11 @@ from typing import Any, cast
 from harness.docker.engine import connect
 from harness.docker.interface import Engine
 from harness.env import images, oci
+from harness.env.dockerfilebase import NOT_REBUILDABLE
 from harness.env.environment import Environment
 from harness.env.imageload import load_image
 from harness.env.lockfile import Lock
+from harness.env.pinnedbase import read_archived, record_path
 from harness.env.recipe import Recipe
 from harness.errors import EnvironmentBuildError, HarnessError, NotFound, StoreCorruption
 from harness.paths import Layout
@@ -206,6 +208,8 @@ def _environment(original: RunRecord, layout: Layout, store: Store, engine: Engi
         if not engine.has_image(image_id):
             raise EnvironmentBuildError(f"loading the stored archive did not give image {image_id}")
         return
+    if recipe.dockerfile is not None:
+        _require_archived_base(recipe, env, layout, cache, original["code"]["commit"])
     lock_object = env_section.get("lock_object")
     if not lock_object or not store.has(lock_object):
         raise NotFound(
@@ -224,6 +228,29 @@ def _environment(original: RunRecord, layout: Layout, store: Store, engine: Engi
         )
 
 
+def _require_archived_base(recipe: Recipe, env: Environment, layout: Layout, cache: Store, commit: str) -> None:
+    """A Dockerfile base's image exists only as its archive: name what is missing of it, if anything, before
+    anything is rebuilt (the library layer alone can be rebuilt on an intact archive)."""
+    archived = read_archived(recipe, layout)
+    record = record_path(recipe, layout)
+    if archived is None:
+        missing = [f"its archive record {record}"]
+    else:
+        named = [("config", archived.parts.config_digest), ("manifest", archived.parts.manifest_digest)]
+        named += [(f"layer {i} ({layer.diff_id})", layer.digest) for i, layer in enumerate(archived.layers)]
+        missing = [f"its {what} (object {cache.path(digest)})" for what, digest in named if not cache.has(digest)]
+    if not missing:
+        return
+    raise NotFound(
+        f"image {env.image_id} is not in the engine, and its base, built from {recipe.dockerfile} (key "
+        f"{recipe.dockerfile_key[:16]}), is not in the cache ({layout.cache}): missing {'; '.join(missing)}. "
+        f"{NOT_REBUILDABLE[0].upper()}{NOT_REBUILDABLE[1:]}; nothing was run",
+        "restore the cache (HARNESS_CACHE) from a machine that has the archive (`harness env build` there loads "
+        f"it), or accept a new base: `harness run --commit {commit[:12]}` builds the Dockerfile anew and records a "
+        "new run on a new image (compare the two with `harness diff`)",
+    )
+
+
 def _recipe(base: dict[str, Any]) -> Recipe:
     return Recipe(
         name=str(base.get("name", "recorded")),
@@ -238,6 +265,10 @@ def _recipe(base: dict[str, Any]) -> Recipe:
         mirror=base.get("mirror"),
         pinned=base.get("pinned"),
         pinned_layers=tuple(base.get("diff_ids", ())),
+        # A Dockerfile base records its path and digests; it has no source to build from here, only its archive.
+        dockerfile=base.get("dockerfile"),
+        dockerfile_digest=str(base.get("dockerfile_digest", "")),
+        context_digest=str(base.get("context_digest", "")),
     )
 
 

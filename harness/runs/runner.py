@@ -27,6 +27,7 @@ from harness.paths import Layout, in_ci
 from harness.project import codebase
 from harness.project.config import ProjectConfig, find_config_file, parse_config
 from harness.project.params import Params, load_named_configs, merge_params
+from harness.project.projectfiles import CommittedFiles
 from harness.project.vcs import Change, CommitInfo, Repository
 from harness.runs import schema, tracking
 from harness.runs.hostinfo import host_facts
@@ -116,10 +117,11 @@ def load_project(request: RunRequest) -> Project:
     if config.params_file:
         named = load_named_configs(committed(config.params_file, "params file"), config.params_file)
     params = merge_params(config.params, named, request.configs, request.overrides, config.params_file)
-    # A project recipe (images/<base>.toml) comes from the commit being run, like the config and the lock; a dirty
-    # run reads the working tree, which is what it runs.
+    # A project recipe (images/<base>.toml), or a Dockerfile and the files it copies, come from the commit being
+    # run, like the config and the lock; a dirty run reads the working tree, which is what it runs.
     recipe_reader = None if changes else (lambda rel: repo.read_file(commit.commit, rel))
-    recipe = load_recipe(config.base, root, read=recipe_reader)
+    files = None if changes else CommittedFiles(repo, commit.commit)
+    recipe = load_recipe(config.base, root, read=recipe_reader, files=files, build_network=config.build_network)
     lock = read_project_lock(config, recipe, committed)
     return Project(layout, repo, commit, config, params, recipe, lock, tuple(changes))
 

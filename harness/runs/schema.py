@@ -51,7 +51,7 @@ class Environment(TypedDict):
     image_id: str
     manifest_digest: str
     image_ref: str
-    base: dict[str, Any]  # a recipe's fields, or a pinned image's digest and facts
+    base: dict[str, Any]  # a recipe's fields, or a pinned image's or a Dockerfile's digests and the image's facts
     lock_digest: str
     python: str
     packages: list[Package]
