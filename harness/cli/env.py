@@ -12,10 +12,11 @@ from harness.cli.output import TerminalReporter, echo, print_json
 
 HELP = """Environment images, built from a base and the hash-pinned lock into an image with a pure-function id.
 
-The image id is a function of the base and the lock alone. The base is a recipe (images/<name>.toml) or
-a digest-pinned image. Records and layers live in the shared cache (HARNESS_CACHE, default
-~/.cache/harness), so an image removed from Docker is loaded back, not rebuilt. Start with
-`harness env build` in a project, then `harness env verify` to prove the image rebuilds bit for bit.
+The image id is a function of the base and the lock alone. The base is a recipe (images/<name>.toml),
+a digest-pinned image, or a Dockerfile built once and archived. Records and layers live in the shared
+cache (HARNESS_CACHE, default ~/.cache/harness), so an image removed from Docker is loaded back, not
+rebuilt. Start with `harness env build` in a project, then `harness env verify` to prove the image
+rebuilds bit for bit.
 """
 
 VERIFY_MISMATCH_EXIT_CODE = 104  # EnvironmentBuildError: the rebuild differs from the record
@@ -102,16 +103,13 @@ def show_env(
 
 
 def _render_show(info: dict[str, Any]) -> str:
-    base = info["base"]
     lines = [
         f"key        {info['key']}",
         f"image      {info['image_id']}  ({info['image_ref']}, in Docker: {_yes(info['present'])})",
         f"manifest   {info['manifest_digest']}",
         f"python     {info['python']}",
         f"lock       {info['lock_digest']}",
-        f"base       {base.get('name')}: {base.get('suite')} ({base.get('variant')}), "
-        f"packages {', '.join(base.get('packages', []))}, mirror {base.get('mirror') or 'mmdebstrap default'}",
-        f"           SOURCE_DATE_EPOCH {base.get('source_date_epoch')}, base image {base.get('image_id', '-')}",
+        *(f"{'base' if i == 0 else '':10} {line}" for i, line in enumerate(info["base_summary"])),
         "layers",
     ]
     for layer in info["layers"]:
@@ -157,7 +155,9 @@ def verify_env(project: Project = Path("."), as_json: AsJson = False) -> int:
     downloaded again; a recipe base is bootstrapped again with mmdebstrap; a
     digest-pinned base is pulled again by digest or, when its registry cannot
     be reached, its stored layers are re-hashed against the digests recorded
-    at first pull (the report says which).
+    at first pull (the report says which); a Dockerfile base is archived, not
+    rebuildable bit for bit, so its stored layers are re-hashed against the
+    diff ids recorded when it was built.
     Compared with the record: the image id (config digest), the manifest
     digest and each layer's diff id; the recorded layers in the cache are
     re-hashed too. On a difference it names the layer and its first differing

@@ -223,10 +223,10 @@ def lock(project: Project = Path("."), as_json: AsJson = False) -> None:
 
     Resolves the configured requirements (a requirements file, one already pinned with --hash, or pyproject.toml's
     [project] dependencies) with uv into the lock (wheels only) for the base's Python and platform, not the host's:
-    a recipe's, or what a digest-pinned image's own python3 reports (the first lock pulls and archives that image,
-    which needs Docker once). The lock is harness.lock, or PEP 751 when named pylock.toml; a pylock.toml made by
-    another tool is only checked. Says what changed against the old lock. Commit the lock: a run whose lock is
-    older than its requirements is refused.
+    a recipe's, or what a digest-pinned image's or a Dockerfile base's own python3 reports (the first lock pulls or
+    builds and archives that image, which needs Docker once). The lock is harness.lock, or PEP 751 when named
+    pylock.toml; a pylock.toml made by another tool is only checked. Says what changed against the old lock. Commit
+    the lock: a run whose lock is older than its requirements is refused.
     """
     from harness.env.locking import lock_project
 

@@ -143,17 +143,39 @@ def find_environment(layout: Layout, query: str) -> Environment:
     raise NotFound(f"{query!r} matches {len(matches)} environments ({listed})", "give more digits of the key")
 
 
+def base_summary(base: dict[str, Any]) -> list[str]:
+    """The base in a few lines for people: what it is made from, and how it is kept."""
+    epoch = f"SOURCE_DATE_EPOCH {base.get('source_date_epoch')}"
+    if base.get("dockerfile"):
+        return [
+            f"{base.get('name')}: Dockerfile {base['dockerfile']} (sha256:{str(base.get('dockerfile_digest'))[7:19]}, "
+            f"context sha256:{str(base.get('context_digest'))[7:19]}), key {str(base.get('digest'))[7:23]}",
+            f"built once and archived, not rebuildable bit for bit: image {base.get('image_id', '-')}, "
+            f"{len(base.get('diff_ids', []))} layers, {epoch}",
+        ]
+    if base.get("pinned"):
+        return [
+            f"{base.get('name')}: registry image pinned by digest, pulled once and archived",
+            f"image {base.get('image_id', '-')}, {len(base.get('diff_ids', []))} layers, {epoch}",
+        ]
+    return [
+        f"{base.get('name')}: {base.get('suite')} ({base.get('variant')}), packages "
+        f"{', '.join(base.get('packages', []))}, mirror {base.get('mirror') or 'mmdebstrap default'}",
+        f"{epoch}, base image {base.get('image_id', '-')}",
+    ]
+
+
 def describe(env: Environment, layout: Layout, engine: Engine | None) -> dict[str, Any]:
     """One environment in full: the summary plus its base, its layers with sizes, and its packages."""
     store = Store(layout.cache_objects)
-    roles = ["base", "libraries"]
     layers = []
     for i, diff_id in enumerate(env.layers):
         path = store.path(diff_id.removeprefix("sha256:"))
         layers.append(
             {
                 "diff_id": diff_id,
-                "role": roles[i] if i < len(roles) and len(env.layers) == len(roles) else f"layer {i}",
+                # The library layer is the last; below it, one for a recipe, the image's own for an archived base.
+                "role": "libraries" if i == len(env.layers) - 1 else "base",
                 "stored": path.is_file(),
                 "size": path.stat().st_size if path.is_file() else None,
             }
@@ -162,6 +184,7 @@ def describe(env: Environment, layout: Layout, engine: Engine | None) -> dict[st
         **summary(env, store, engine),
         "lock_digest": env.lock_digest,
         "base": dict(env.base),
+        "base_summary": base_summary(env.base),
         "layers": layers,
         "package_list": [dict(p) for p in env.packages],
     }
