@@ -51,7 +51,11 @@ def engine() -> Engine:
 
 @pytest.fixture(scope="session")
 def tiny_lock() -> Lock:
-    requirements = ("six==1.16.0",)
+    """six, locked by this session's own requirement (tests/projects.py: session_owned), so the session's image id
+    is its own and the tests that remove it disturb no other process on the engine."""
+    from tests.projects import session_owned
+
+    requirements = (session_owned("six==1.16.0"),)
     return Lock(
         python="3.11",
         platform="manylinux_2_36_x86_64",

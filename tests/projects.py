@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+# This test session's own: image ids are a function of their inputs, so two sessions on one engine (or a user's
+# project locking the same wheels) would share every image, and a test that removes one would pull it from under
+# the others. A version exclusion no release matches makes the requirements, so the lock digest, so the environment
+# key and image id, this session's alone, and changes nothing that is installed.
+SESSION = secrets.randbelow(10**9)
+
+
+def session_owned(requirement: str) -> str:
+    """``requirement`` with an exclusion that matches no release of it and names this session."""
+    return f"{requirement},!=0.0.{SESSION}"
+
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "harness-tests",

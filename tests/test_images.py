@@ -27,6 +27,7 @@ from harness.env.recipe import load_recipe
 from harness.errors import ConfigError, EnvironmentBuildError
 from harness.paths import Layout
 from harness.storage.store import Store
+from tests.projects import session_owned
 
 EPOCH = 1700000000
 docker = pytest.mark.docker
@@ -428,7 +429,7 @@ def test_changing_one_pinned_version_changes_image_id_and_manifest_digest(
         filename="six-1.17.0-py2.py3-none-any.whl",
         sha256="4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274",
     )
-    requirements = ("six==1.17.0",)
+    requirements = (session_owned("six==1.17.0"),)
     lock = dataclasses.replace(
         tiny_lock, requirements=requirements, requirements_digest=requirements_digest(requirements), packages=(six117,)
     )
@@ -439,4 +440,4 @@ def test_changing_one_pinned_version_changes_image_id_and_manifest_digest(
         assert env.layers[0] == tiny_env.layers[0] and env.layers[1] != tiny_env.layers[1]
         assert env.packages == ({"name": "six", "version": "1.17.0", "sha256": six117.sha256},)
     finally:
-        engine.remove_image(env.image_ref)  # this test's own key; the session's image is untouched
+        engine.remove_image(env.image_ref)  # this session's own key; the session's tiny image is untouched

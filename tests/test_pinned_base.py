@@ -23,7 +23,7 @@ from harness.env.verify import verify_project
 from harness.errors import ConfigError, EngineUnavailable, EnvironmentBuildError
 from harness.paths import ENV_CACHE, Layout
 from harness.storage.store import Store
-from tests.projects import PROBE_CONFIG, cli_env, commit_all, harness, make_probe_project, make_repo
+from tests.projects import PROBE_CONFIG, SESSION, cli_env, commit_all, harness, make_probe_project, make_repo
 from tests.registry import Registry
 
 pytestmark = pytest.mark.docker
@@ -43,7 +43,8 @@ def _push_base(
 ) -> tuple[str, str]:
     """Push a base of our own (a stored rootfs layer, by diff id, with its own Env and Entrypoint) to the registry.
 
-    A config of its own gives it an image id of its own, so removing it cannot disturb the session's images.
+    A config of its own (labelled with this session) gives it an image id of its own, so removing it disturbs neither
+    the session's other images nor another session's.
     Returns (digest-pinned reference, image id); the image is removed from the engine afterwards.
     """
     store = Store(layout.cache_objects)
@@ -51,7 +52,7 @@ def _push_base(
     layer = oci.LayerRef(diff_id, store.path(diff_id).stat().st_size, f"{name} rootfs")
     env = {"PATH": oci.DEFAULT_PATH, "LANG": "C.UTF-8", "PYBASE": "1"}
     config = oci.image_config(
-        [layer], source_date_epoch=1700000000, env=env, labels={"org.harness.test": "pinned-base"}
+        [layer], source_date_epoch=1700000000, env=env, labels={"org.harness.test": f"pinned-base {SESSION}"}
     )
     config["config"]["Entrypoint"] = ["/usr/bin/env"]  # harmless for any command, and visible when carried over
     parts = oci.store_image(store, config, [layer])
