@@ -16,7 +16,8 @@ from typing import Any
 
 from harness.errors import CodeError
 from harness.files import write_text_atomic
-from harness.project.vcs import Change, Repository, extract_code
+from harness.project.unpack import unpack_code
+from harness.project.vcs import Change, Repository
 from harness.storage.store import Store
 
 
@@ -73,7 +74,7 @@ def capture_dirty(repo: Repository, changes: list[Change], store: Store) -> Dirt
 def materialize_code(store: Store, archive: str, dest: Path, patch: str | None = None) -> int:
     """Unpack the archive into ``dest`` and apply a dirty run's patch manifest; returns the file count."""
     dest.mkdir(parents=True)
-    count = extract_code(store.require(archive), dest)
+    count = unpack_code(store.require(archive), dest)
     if patch is not None:
         manifest = store.read_json(patch)
         for rel in manifest["deleted"]:

@@ -18,7 +18,6 @@ here they end with each call that started them, so no git process outlives a cal
 from __future__ import annotations
 
 import configparser
-import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -307,15 +306,6 @@ class Repository:
         status, _, err = self._run("archive", "--format=tar", f"--mtime=@{CODE_MTIME}", "--", tree, output_stream=dest)
         if status != 0:
             raise CodeError(f"git archive of tree {tree} failed: {_oneline(err, status)}")
-
-
-def extract_code(archive: Path, dest: Path) -> int:
-    """Unpack an exported code archive; returns the number of files."""
-    count = 0
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="tar")
-        count = sum(1 for m in tar.getmembers() if m.isfile())
-    return count
 
 
 def _without_userinfo(url: str) -> str | None:
