@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness.docker.engine import connect  # noqa: E402
-from harness.env.build import ensure_base  # noqa: E402
+from harness.env.baselayer import ensure_base  # noqa: E402
 from harness.env.dockerfile import load_dockerfile  # noqa: E402
 from harness.env.lockfile import Lock, LockedPackage, requirements_digest, write_lock  # noqa: E402
 from harness.env.recipe import BUILTIN_RECIPES, load_recipe  # noqa: E402

@@ -39,7 +39,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from harness.docker.engine import connect  # noqa: E402
-from harness.env.build import BASE_REPOSITORY, base_key  # noqa: E402
+from harness.env.baselayer import BASE_REPOSITORY, base_key  # noqa: E402
 from harness.env.images import ensure_environment  # noqa: E402
 from harness.env.lockfile import PIP_INSTALLER, read_lock  # noqa: E402
 from harness.env.recipe import load_recipe  # noqa: E402

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from harness.docker.interface import Engine
-from harness.env.build import ensure_base
+from harness.env.baselayer import ensure_base
 from harness.env.dockerfile import load_dockerfile
 from harness.env.environment import Environment
 from harness.env.lockfile import Lock, write_lock

@@ -18,7 +18,8 @@ import pytest
 from harness.docker.engine import connect
 from harness.docker.interface import ContainerSpec, Engine
 from harness.env import oci
-from harness.env.build import base_key, freeze_problems
+from harness.env.baselayer import base_key
+from harness.env.build import freeze_problems
 from harness.env.environment import Environment, environment_key
 from harness.env.images import ensure_environment
 from harness.env.layers import write_normalized

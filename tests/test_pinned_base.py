@@ -13,7 +13,7 @@ import pytest
 
 from harness.docker.interface import Engine
 from harness.env import images, oci
-from harness.env.build import ensure_base
+from harness.env.baselayer import ensure_base
 from harness.env.catalog import build_project
 from harness.env.environment import Environment
 from harness.env.imageload import load_image

@@ -15,33 +15,27 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import zipfile
-from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any
 
-from harness.digests import sha256_json
 from harness.docker.interface import ContainerSpec, Engine, Mount
 from harness.env import layers, oci
+from harness.env.baselayer import ensure_base
 from harness.env.environment import VENV, Environment, Progress
 from harness.env.imageload import load_image
 from harness.env.lockfile import PIP_INSTALLER, Lock, LockedPackage, canonical_name
 from harness.env.pinnedbase import ensure_loaded
 from harness.env.recipe import Recipe
 from harness.errors import EnvironmentBuildError
-from harness.files import file_lock, write_json_atomic
 from harness.paths import Layout
 from harness.storage.store import Store
 
-BASE_FORMAT = "harness.base/1"
-BASE_REPOSITORY = "harness-base"
 FREEZE_MARKER = "HARNESS-FREEZE "
 TAIL_LINES = 25
 
-BASE_ENV = {"PATH": oci.DEFAULT_PATH, "LANG": "C.UTF-8"}
 IMAGE_ENV = {"PATH": f"{VENV}/bin:{oci.DEFAULT_PATH}", "VIRTUAL_ENV": VENV, "LANG": "C.UTF-8"}
 
 # Prints the interpreter version and every installed distribution (PEP 503 names) as one marked JSON line.
@@ -68,38 +62,6 @@ echo 'harness: compiling' >&2
 echo 'harness: checking what was installed' >&2
 {VENV}/bin/python -I -B -c "$HARNESS_FREEZE"
 """
-
-
-@dataclass(frozen=True)
-class Base:
-    key: str
-    layer: oci.LayerRef
-    parts: oci.ImageParts
-    image_ref: str
-    inputs: dict[str, Any]
-    tool: str  # the mmdebstrap version that made it, for the record
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": BASE_FORMAT,
-            "key": self.key,
-            "inputs": self.inputs,
-            "layer": {"digest": self.layer.digest, "size": self.layer.size, "created_by": self.layer.created_by},
-            "config": self.parts.config_digest,
-            "manifest": self.parts.manifest_digest,
-            "image_ref": self.image_ref,
-            "tool": self.tool,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Base:
-        layer = oci.LayerRef(str(data["layer"]["digest"]), int(data["layer"]["size"]), str(data["layer"]["created_by"]))
-        parts = oci.ImageParts(str(data["config"]), str(data["manifest"]), (layer.digest,))
-        return cls(str(data["key"]), layer, parts, str(data["image_ref"]), dict(data["inputs"]), str(data["tool"]))
-
-
-def base_key(recipe: Recipe) -> str:
-    return sha256_json({"format": BASE_FORMAT, **recipe.base_inputs()})
 
 
 def build_environment(
@@ -300,100 +262,3 @@ def freeze_problems(lock: Lock, freeze: dict[str, Any]) -> list[str]:
 
 def _tail(text: str) -> str:
     return "\n".join(text.strip().splitlines()[-TAIL_LINES:])
-
-
-# -- the base layer ----------------------------------------------------------------------------------------------
-
-
-def ensure_base(recipe: Recipe, layout: Layout, engine: Engine, store: Store, say: Progress) -> Base:
-    """The base image for the recipe, in the engine: reused, loaded from the store, or bootstrapped."""
-    key = base_key(recipe)
-    record = layout.images / f"base-{key}.json"
-    with file_lock(layout.locks / f"base-{key}.lock", say):
-        base = _read_base(record)
-        if base is not None and not oci.missing_objects(store, base.parts):
-            if engine.inspect_image(base.parts.image_id) is None:
-                say(f"loading base image {base.image_ref} from the cache")
-                load_image(store, base.parts, base.image_ref, layout, engine, recipe.source_date_epoch)
-            return base
-        say(f"building base layer {recipe.name!r} ({recipe.suite}) with mmdebstrap (about 20 s)")
-        digest, size = _mmdebstrap(recipe, layout, store)
-        display = f"SOURCE_DATE_EPOCH={recipe.source_date_epoch} " + " ".join(
-            f"'{a}'" if " " in a else a for a in mmdebstrap_command(recipe, "rootfs.tar")
-        )
-        layer = oci.LayerRef(digest, size, display)
-        labels = {"org.harness.base": key}
-        config = oci.image_config(
-            [layer],
-            source_date_epoch=recipe.source_date_epoch,
-            env=BASE_ENV,
-            labels=labels,
-            architecture=recipe.architecture,
-        )
-        parts = oci.store_image(store, config, [layer])
-        base = Base(key, layer, parts, f"{BASE_REPOSITORY}:{key[:16]}", recipe.base_inputs(), _mmdebstrap_version())
-        say(f"loading base image {base.image_ref}")
-        load_image(store, parts, base.image_ref, layout, engine, recipe.source_date_epoch)
-        write_json_atomic(record, base.to_dict())
-        return base
-
-
-def _read_base(path: Path) -> Base | None:
-    try:
-        data = json.loads(path.read_bytes())
-        return Base.from_dict(data) if data.get("format") == BASE_FORMAT else None
-    except FileNotFoundError:
-        return None
-    except (ValueError, KeyError, TypeError):
-        return None  # damaged: rebuilt from the recipe
-
-
-def mmdebstrap_command(recipe: Recipe, output: str) -> list[str]:
-    return [
-        "mmdebstrap",
-        f"--variant={recipe.variant}",
-        f"--include={','.join(recipe.packages)}",
-        f"--architectures={recipe.architecture}",
-        "--format=tar",
-        # mmdebstrap copies these from the host; they would make the layer differ from machine to machine.
-        '--customize-hook=rm -f "$1/etc/resolv.conf" "$1/etc/hostname"',
-        recipe.suite,
-        output,
-        *([recipe.mirror] if recipe.mirror else []),
-    ]
-
-
-def _mmdebstrap(recipe: Recipe, layout: Layout, store: Store) -> tuple[str, int]:
-    tmp_root = layout.cache / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=tmp_root, prefix="base-"))
-    try:
-        out = tmp / "rootfs.tar"
-        argv = mmdebstrap_command(recipe, str(out))
-        env = {**os.environ, "SOURCE_DATE_EPOCH": str(recipe.source_date_epoch)}
-        try:
-            proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-        except FileNotFoundError:
-            raise EnvironmentBuildError(
-                f"mmdebstrap is not installed; harness needs it to build the base image {recipe.name!r}",
-                hint="apt-get install mmdebstrap (Debian/Ubuntu), then run again",
-            ) from None
-        if proc.returncode != 0:
-            raise EnvironmentBuildError(
-                f"mmdebstrap failed (exit {proc.returncode}) building base {recipe.name!r}:\n{_tail(proc.stderr)}",
-                hint="check the suite, packages and mirror in the recipe and that the Debian mirror is reachable",
-            )
-        # Adopted as it is: mmdebstrap's tar is already byte-for-byte reproducible for a fixed SOURCE_DATE_EPOCH
-        # (checked twice on this host), and normalizing owners to root would break files such as /etc/shadow
-        # (group shadow) that a system image needs.
-        return layers.adopt_file(out, store)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _mmdebstrap_version() -> str:
-    try:
-        proc = subprocess.run(["mmdebstrap", "--version"], capture_output=True, text=True, check=False)
-    except OSError:
-        return "unknown"
-    return proc.stdout.strip() or "unknown"

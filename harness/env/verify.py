@@ -33,7 +33,8 @@ from typing import Any
 
 from harness.digests import CHUNK
 from harness.docker.interface import Engine
-from harness.env.build import BASE_REPOSITORY, base_key, build_environment
+from harness.env.baselayer import BASE_REPOSITORY, base_key
+from harness.env.build import build_environment
 from harness.env.catalog import ProjectEnvironment, project_environment
 from harness.env.dockerfilebase import NOT_REBUILDABLE
 from harness.env.environment import Environment, Progress, check_lock_matches, environment_key, read_record
