@@ -8,7 +8,8 @@
     ├── EnvironmentBuildError    exit 104  base recipe, lock, wheel hash, image build or load
     ├── DataError                exit 105  missing data path, refused file type, bad snapshot
     ├── EngineUnavailable        exit 106  Docker not running or not reachable
-    ├── StoreCorruption          exit 107  an object whose bytes no longer match its name
+    ├── StoreCorruption          exit 107  an object whose bytes no longer match its name, a run record
+    │                                      that no longer matches its seal or cannot be read
     └── NotFound                 exit 108  unknown run, snapshot or object id
 
 A run that started returns its own exit code instead; an interrupted run exits 130.
@@ -83,7 +84,7 @@ class EngineUnavailable(HarnessError):
 
 
 class StoreCorruption(HarnessError):
-    """A stored object whose bytes no longer match its name."""
+    """A stored object or run record that no longer matches its hash or seal, or cannot be read."""
 
     exit_code = 107
 

@@ -133,6 +133,15 @@ def valid_record(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def unseal(root: Path, run_id: str) -> None:
+    """Make a run's record look like one written before harness sealed records: no seal in the store, and no
+    index (the next command rebuilds it, holding no seal for this run)."""
+    store = root / ".harness"
+    (store / "seals" / run_id).unlink()
+    for suffix in ("", "-wal", "-shm"):
+        (store / f"index.sqlite{suffix}").unlink(missing_ok=True)
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     """The environment for a harness subprocess: outside CI unless a test says otherwise."""
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "GITHUB_ACTIONS", "GITLAB_CI")}

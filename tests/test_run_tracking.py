@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.projects import commit_all, harness, valid_record
+from tests.projects import commit_all, harness, unseal, valid_record
 
 pytestmark = pytest.mark.docker
 
@@ -93,6 +93,7 @@ def test_a_rebuild_runs_the_helper_the_run_recorded(probe_project: Path) -> None
     saved = json.loads(path.read_text())
     saved["runtime"]["params_helper"] = digest
     path.write_text(json.dumps(saved))
+    unseal(probe_project, record["id"])  # an older harness sealed nothing
 
     rebuilt = harness(probe_project, "rebuild", record["id"])
     assert "the older helper" in rebuilt.stdout + rebuilt.stderr

@@ -8,6 +8,7 @@ from typing import Any
 from harness.project.config import project_layout
 from harness.runs.records import Records
 from harness.runs.schema import RunRecord
+from harness.runs.sealing import Checked
 
 
 def project_records(project_dir: Path) -> Records:
@@ -17,6 +18,14 @@ def project_records(project_dir: Path) -> Records:
 
 def read_record(project_dir: Path, ref: str) -> RunRecord:
     return project_records(project_dir).read(ref)
+
+
+def check_record(project_dir: Path, ref: str) -> Checked:
+    """The run's record and its seal, after checking one against the other (StoreCorruption when they differ)."""
+    checked = project_records(project_dir).check(ref)
+    if not checked.ok:
+        raise checked.error()
+    return checked
 
 
 def query_runs(

@@ -3,11 +3,16 @@ index over them for listing.
 
 The record file is the truth; the index is rebuilt from the records whenever it is missing or behind.
 Run ids are short random hex allocated with an atomic ``mkdir``, so concurrent runs never share one.
+
+A record is sealed when its run ends (sealing.py): its digest goes to ``seals/<id>`` beside ``runs/`` and to its
+index row, and its canonical bytes to the content store. :meth:`Records.read` checks the seal, so show, verify,
+rebuild and diff never use an edited or unreadable record; listing reads the index alone and checks nothing.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import os
 import secrets
@@ -21,14 +26,17 @@ from typing import Any, cast
 from harness.errors import HarnessError, NotFound
 from harness.files import write_atomic
 from harness.runs.schema import SCHEMA, STATUSES, RunRecord
+from harness.runs.sealing import SEALS_DIRNAME, Checked, Seals, check, record_digest
+from harness.storage.store import Store
 
 ID_BYTES = 3  # 6 hex digits; collisions are retried by the atomic mkdir
 
 _COLUMNS = (
     "id TEXT PRIMARY KEY, name TEXT, status TEXT, exit_code INTEGER, started_at TEXT, finished_at TEXT, "
     "duration_s REAL, code_commit TEXT, dirty INTEGER, snapshot TEXT, image_id TEXT, params TEXT, metrics TEXT, "
-    "rebuild_of TEXT, record TEXT"
+    "rebuild_of TEXT, record TEXT, seal TEXT"
 )
+DAMAGED = "damaged"  # the status of an index row for a record that can be neither read nor recovered
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,8 @@ class Records:
     def __init__(self, runs_dir: Path, index_path: Path) -> None:
         self.runs_dir = runs_dir
         self.index_path = index_path
+        store_dir = runs_dir.parent  # the project store (harness.paths.Layout): runs/ beside seals/ and objects/
+        self.seals = Seals(store_dir / SEALS_DIRNAME, Store(store_dir / "objects"))
 
     # -- allocation and writing ---------------------------------------------------------------------------
     def allocate(self) -> RunPaths:
@@ -91,9 +101,22 @@ class Records:
             raise HarnessError(
                 f"refusing to write a run record: {'; '.join(problems)}", "this is a bug in harness; please report it"
             )
-        paths = self.paths(record["id"])
-        write_atomic(paths.record, json.dumps(record, indent=2, sort_keys=True).encode() + b"\n")
-        self._index([record])
+        run_id = record["id"]
+        data = json.dumps(record, indent=2, sort_keys=True).encode() + b"\n"
+        final = record["status"] != "running"
+        sealed = json.loads(data) if final else None  # exactly what every reader will parse back
+        try:
+            existing = self.seals.read(run_id)
+        except ValueError:
+            existing = "damaged"
+        if existing is not None and (sealed is None or record_digest(sealed) != existing):
+            raise HarnessError(
+                f"refusing to rewrite the record of run {run_id}: it was sealed when the run ended",
+                "this is a bug in harness; please report it",
+            )
+        write_atomic(self.paths(run_id).record, data)
+        seal = existing if existing is not None or sealed is None else self.seals.seal(run_id, sealed)
+        self._index([_row(record, seal)])
 
     def _allocated(self, run_id: Any) -> bool:
         return isinstance(run_id, str) and bool(run_id) and "/" not in run_id and (self.runs_dir / run_id).is_dir()
@@ -113,19 +136,38 @@ class Records:
         raise NotFound(f"run id {ref!r} is ambiguous: {', '.join(sorted(matches))}", "give more characters")
 
     def read(self, ref: str) -> RunRecord:
-        run_id = self.resolve(ref)
-        try:
-            return cast(RunRecord, json.loads(self.paths(run_id).record.read_text()))
-        except FileNotFoundError:
-            raise NotFound(f"run {run_id} has no record (it may still be starting)") from None
+        """The run's record, checked against its seal: StoreCorruption (exit 107) naming the run and the file
+        when it was changed after its run ended or cannot be read."""
+        checked = self.check(ref)
+        if not checked.ok:
+            raise checked.error()
+        return cast(RunRecord, checked.record)
 
-    def iter_records(self) -> Iterator[dict[str, Any]]:
+    def check(self, ref: str) -> Checked:
+        """The run's record file checked against its seal (in seals/ and in the index), without raising for
+        damage; NotFound for an unknown run or one that has no record yet."""
+        run_id = self.resolve(ref)
+        return check(run_id, self.paths(run_id).record, self.seals, self._index_seals(run_id).get(run_id))
+
+    def check_all(self) -> Iterator[Checked]:
+        """Every run that has a record file, checked, in id order; damage is reported, never raised."""
         if not self.runs_dir.is_dir():
             return
+        indexed = self._index_seals()
         for name in sorted(os.listdir(self.runs_dir)):
             path = self.runs_dir / name / "record.json"
             if path.is_file():
-                yield json.loads(path.read_text())
+                try:
+                    yield check(name, path, self.seals, indexed.get(name))
+                except NotFound:
+                    continue  # removed while we looked
+
+    def iter_records(self) -> Iterator[dict[str, Any]]:
+        """The records harness stands behind: each file that matches its seal (or has none yet), else its
+        sealed copy; a record that is neither is left out."""
+        for checked in self.check_all():
+            if checked.trusted is not None:
+                yield checked.trusted
 
     # -- index ----------------------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -137,17 +179,44 @@ class Records:
         conn.execute("CREATE INDEX IF NOT EXISTS runs_newest ON runs (started_at DESC, id)")
         return conn
 
-    def _index(self, records: Iterable[Mapping[str, Any]]) -> None:
-        rows = [_row(r) for r in records]
-        with closing(self._connect()) as conn, conn:
-            conn.executemany(f"INSERT OR REPLACE INTO runs VALUES ({', '.join('?' * 15)})", rows)
+    def _connect_seals(self) -> sqlite3.Connection:
+        """A connection for the paths that touch the seal column (writing rows, reading seals), which an index
+        written before records were sealed lacks; listing never does, so it pays nothing for the check."""
+        conn = self._connect()
+        if not any(row[1] == "seal" for row in conn.execute("PRAGMA table_info(runs)")):
+            with contextlib.suppress(sqlite3.OperationalError):  # another process may add it first
+                conn.execute("ALTER TABLE runs ADD COLUMN seal TEXT")
+        return conn
+
+    def _index(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        with closing(self._connect_seals()) as conn, conn:
+            conn.executemany(f"INSERT OR REPLACE INTO runs VALUES ({', '.join('?' * 16)})", rows)
+
+    def _index_seals(self, run_id: str | None = None) -> dict[str, str]:
+        """Seals the index holds (of one run, or of all); nothing when there is no index yet."""
+        if not self.index_path.exists():
+            return {}
+        query = "SELECT id, seal FROM runs WHERE seal IS NOT NULL"
+        args: tuple[str, ...] = ()
+        if run_id is not None:
+            query, args = query + " AND id = ?", (run_id,)
+        with closing(self._connect_seals()) as conn:
+            return dict(conn.execute(query, args).fetchall())
 
     def reindex(self) -> int:
-        records = list(self.iter_records())
+        """Index every record again from its file. The seal comes from seals/ (or the old index), never from the
+        file, so an edited record is not laundered: its row holds the record as sealed, or, when no sealed copy is
+        left, a row with status "damaged" (as is one for a record that cannot be read)."""
+        rows = []
+        for checked in self.check_all():
+            record = checked.trusted
+            if record is None:
+                record = {"schema": SCHEMA, "id": checked.run, "status": DAMAGED, "error": checked.error().to_dict()}
+            rows.append(_row(record, checked.seal))
         with closing(self._connect()) as conn, conn:
             conn.execute("DELETE FROM runs")
-        self._index(records)
-        return len(records)
+        self._index(rows)
+        return len(rows)
 
     def list(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Records, newest first, from the index (rebuilt first if it misses runs that have records)."""
@@ -250,7 +319,7 @@ class Records:
         return [found[i] for i in ids if i in found]
 
 
-def _row(record: Mapping[str, Any]) -> tuple[Any, ...]:
+def _row(record: Mapping[str, Any], seal: str | None) -> tuple[Any, ...]:
     code = record.get("code") or {}
     return (
         record["id"],
@@ -268,6 +337,7 @@ def _row(record: Mapping[str, Any]) -> tuple[Any, ...]:
         json.dumps(record.get("metrics") or {}, sort_keys=True),
         record.get("rebuild_of"),
         json.dumps(record, sort_keys=True),
+        seal,
     )
 
 
