@@ -1,9 +1,14 @@
-"""``harness verify``: re-hash store objects and name what uses any that no longer match their names.
+"""``harness verify``: check run records against their seals, re-hash store objects, and name what uses any
+that no longer match.
 
 Two scopes: the whole project store (every object present, plus every object a run record or a registered
 snapshot refers to, so a deleted object is reported too), or the objects one run uses (its data snapshot and
 files, code archive, uncommitted changes, lock, outputs). What uses an object is read from the run records and the
 snapshot registry, so a damaged object is reported with the data paths, outputs or runs that depend on it.
+
+Records come first (sealing.py): each one that was changed after its run ended, or cannot be read, is named and the
+rest are checked all the same; what such a run uses is read from its sealed copy when the store still has it.
+Finished records with no seal (written before harness sealed records) are listed as unsealed: a warning.
 
 Verification only reads, with one exception: the stat cache forgets the files whose objects are damaged, so the
 next snapshot of the original data re-reads them and the store replaces the damaged objects (see Store._intact).
@@ -24,6 +29,7 @@ from harness.digests import CHUNK
 from harness.errors import HarnessError, NotFound, StoreCorruption
 from harness.paths import Layout
 from harness.runs.records import Records
+from harness.runs.sealing import Checked
 from harness.storage.datasets import known
 from harness.storage.snapshot import Progress, load_snapshot
 from harness.storage.store import Store, is_digest
@@ -48,20 +54,32 @@ class Report:
     checked: int
     bytes: int
     problems: tuple[Problem, ...]
+    records: int = 0  # run records checked against their seals
+    damaged_records: tuple[Checked, ...] = ()  # changed after their run ended, unreadable, or with a bad seal
+    unsealed: tuple[str, ...] = ()  # finished runs whose records have no seal (a warning)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.damaged_records
 
     @property
     def exit_code(self) -> int:
-        if any(p.problem == "changed" for p in self.problems):
+        if self.damaged_records or any(p.problem == "changed" for p in self.problems):
             return StoreCorruption.exit_code
         return NotFound.exit_code if self.problems else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "scope": self.scope,
-            "ok": not self.problems,
+            "ok": self.ok,
             "checked": self.checked,
             "bytes": self.bytes,
             "problems": [p.to_dict() for p in self.problems],
+            "records": {
+                "checked": self.records,
+                "problems": [c.to_dict() for c in self.damaged_records],
+                "unsealed": list(self.unsealed),
+            },
             "exit_code": self.exit_code,
         }
 
@@ -75,8 +93,9 @@ class _Uses:
         if isinstance(digest, str) and is_digest(digest):
             self.by_object.setdefault(digest, []).append(label)
 
-    def run(self, record: Mapping[str, Any]) -> None:
+    def run(self, record: Mapping[str, Any], seal: str | None) -> None:
         rid = record.get("id")
+        self.add(seal, f"sealed record of run {rid}")
         code = record.get("code") or {}
         self.add(code.get("archive"), f"code archive of run {rid}")
         self.add(code.get("diff"), f"diff text of run {rid}")
@@ -118,24 +137,28 @@ def _snapshot_runs(records: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]
     return by_snapshot
 
 
-def _uses(layout: Layout, store: Store, run: str | None) -> tuple[str, _Uses]:
+def _uses(layout: Layout, store: Store, run: str | None) -> tuple[str, _Uses, list[Checked]]:
     records = Records(layout.runs, layout.index)
     uses = _Uses(store)
+    checked = [records.check(run)] if run is not None else list(records.check_all())
+    trusted = []
+    for each in checked:
+        record = each.trusted
+        if record is not None:
+            uses.run(record, each.seal)
+            trusted.append(record)
+        elif each.seal:
+            uses.add(each.seal, f"sealed record of run {each.run}")
     if run is not None:
-        record = records.read(run)
-        uses.run(record)
-        for digest, runs in _snapshot_runs([record]).items():
+        for digest, runs in _snapshot_runs(trusted).items():
             uses.snapshot(digest, runs)
-        return f"run {record['id']}", uses
-    all_records = list(records.iter_records())
-    for each in all_records:
-        uses.run(each)
-    by_snapshot = _snapshot_runs(all_records)
+        return f"run {checked[0].run}", uses, checked
+    by_snapshot = _snapshot_runs(trusted)
     for k in known(layout):
         by_snapshot.setdefault(k.digest, [])
     for digest, runs in by_snapshot.items():
         uses.snapshot(digest, runs)
-    return "store", uses
+    return "store", uses, checked
 
 
 def _hash(path: str, counter: list[int]) -> str:
@@ -195,9 +218,10 @@ def _forget_cached_hashes(layout: Layout, digests: list[str]) -> None:
 
 
 def verify(layout: Layout, run: str | None = None, progress: Progress | None = None) -> Report:
-    """Re-hash every object of the project store (or the objects one run uses) and name what uses the bad ones."""
+    """Check the run records against their seals (all, or one run's), re-hash every object of the project store
+    (or the objects one run uses) and name what uses the bad ones."""
     store = Store(layout.objects)
-    scope, uses = _uses(layout, store, run)
+    scope, uses, records = _uses(layout, store, run)
     digests = sorted(uses.by_object) if run is not None else sorted(set(store) | set(uses.by_object))
     bad, checked, size = _rehash(store, digests, progress)
     _forget_cached_hashes(layout, [d for d, what in bad.items() if what == "changed"])
@@ -205,4 +229,12 @@ def verify(layout: Layout, run: str | None = None, progress: Progress | None = N
         Problem(d, what, str(store.path(d)), tuple(sorted(set(uses.by_object.get(d, [])))))
         for d, what in sorted(bad.items())
     )
-    return Report(scope=scope, checked=checked, bytes=size, problems=problems)
+    return Report(
+        scope=scope,
+        checked=checked,
+        bytes=size,
+        problems=problems,
+        records=len(records),
+        damaged_records=tuple(c for c in records if not c.ok),
+        unsealed=tuple(c.run for c in records if c.state == "unsealed"),
+    )
