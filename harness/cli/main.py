@@ -145,15 +145,19 @@ def run(
 
 
 def show(run_id: RunId, project: Project = Path("."), as_json: AsJson = False) -> None:
-    """Show one run's record: code, environment, data, params, outputs, metrics."""
-    from harness.cli.render import show_record
-    from harness.runs.history import read_record
+    """Show one run's record: code, environment, data, params, outputs, metrics.
 
-    record = read_record(project, run_id)
+    The record is checked against the seal it got when its run ended: one that was changed since, or cannot be
+    read, is an error (exit 107) naming the file and what changed, and is not shown.
+    """
+    from harness.cli.render import show_record
+    from harness.runs.history import check_record
+
+    checked = check_record(project, run_id)
     if as_json:
-        print_json(record)
+        print_json(checked.record)
     else:
-        echo(show_record(record))
+        echo(show_record(checked.record or {}, checked.seal, checked.state))
 
 
 def rebuild(run_id: RunId, project: Project = Path("."), as_json: AsJson = False) -> int:

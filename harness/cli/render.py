@@ -62,11 +62,22 @@ def _unread(record: Mapping[str, Any]) -> str:
     return ", ".join(record.get("params_unread") or []) or "none: the code read every param"
 
 
-def show_record(record: Mapping[str, Any]) -> str:
+SEAL_STATES = {
+    "sealed": "unchanged since the run ended",
+    "running": "not yet: sealed when the run ends",
+    "unsealed": "no: recorded by a harness that did not seal records, so an edit could not be noticed",
+}
+
+
+def show_record(record: Mapping[str, Any], seal: str | None = None, seal_state: str | None = None) -> str:
     code, env, data, outputs = record["code"], record["environment"], record["data"], record["outputs"]
     rows: list[tuple[str, str]] = [
         ("run", f"{record['id']}  {record.get('name') or ''}"),
         ("status", _status(record) + ("  [DIRTY: ran uncommitted changes]" if code.get("dirty") else "")),
+    ]
+    if seal_state is not None:
+        rows.append(("sealed", (f"sha256 {seal[:16]}, " if seal else "") + SEAL_STATES[seal_state]))
+    rows += [
         ("started", f"{record.get('started_at')}  ({record.get('duration_s')} s)"),
         ("command", " ".join(record["command"])),
         ("commit", f"{code['commit']}  {code.get('subject') or ''}"),

@@ -48,8 +48,8 @@ def status_cell(record: dict[str, Any]) -> str:
     if status == "failed":
         code = record.get("exit_code")
         return "FAILED" + (f"({code})" if code is not None else "")
-    if status == "interrupted":
-        return "INTERRUPTED"
+    if status in ("interrupted", "damaged"):  # damaged: a record that can be neither read nor recovered
+        return status.upper()
     return status
 
 
