@@ -171,3 +171,13 @@ def test_listing_never_fails_on_a_record_that_cannot_be_read(tmp_path: Path) -> 
     assert "is not UTF-8" in row["error"]["message"]
     with pytest.raises(StoreCorruption, match=f"the record of run {unsealed_bad} cannot be read"):
         records.read(unsealed_bad)
+
+
+def test_a_damaged_index_does_not_stop_a_record_being_checked(tmp_path: Path) -> None:
+    records = Records(tmp_path / "runs", tmp_path / "index.sqlite")
+    run_id = records.allocate().id
+    _stored(records, run_id)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{tmp_path / 'index.sqlite'}{suffix}").unlink(missing_ok=True)
+    (tmp_path / "index.sqlite").write_bytes(b"not a database" * 100)
+    assert records.check(run_id).state == "sealed"  # the seal in seals/ is the authority

@@ -193,15 +193,19 @@ class Records:
             conn.executemany(f"INSERT OR REPLACE INTO runs VALUES ({', '.join('?' * 16)})", rows)
 
     def _index_seals(self, run_id: str | None = None) -> dict[str, str]:
-        """Seals the index holds (of one run, or of all); nothing when there is no index yet."""
+        """Seals the index holds (of one run, or of all); nothing when there is no index yet, or one SQLite cannot
+        read: these are the stand-ins, the seals in seals/ are the authority."""
         if not self.index_path.exists():
             return {}
         query = "SELECT id, seal FROM runs WHERE seal IS NOT NULL"
         args: tuple[str, ...] = ()
         if run_id is not None:
             query, args = query + " AND id = ?", (run_id,)
-        with closing(self._connect_seals()) as conn:
-            return dict(conn.execute(query, args).fetchall())
+        try:
+            with closing(self._connect_seals()) as conn:
+                return dict(conn.execute(query, args).fetchall())
+        except sqlite3.DatabaseError:
+            return {}
 
     def reindex(self) -> int:
         """Index every record again from its file. The seal comes from seals/ (or the old index), never from the
