@@ -164,9 +164,10 @@ def rebuild(run_id: RunId, project: Project = Path("."), as_json: AsJson = False
     """Re-execute a run from its record alone and prove its outputs bit-identical.
 
     The image, code (even if the commit is gone from the repository), data snapshot, params and command all
-    come from the record and the stores; a missing or tampered input is named and nothing runs. Exits 0 when
-    every output file, the exit code and the metrics match; 1 when they differ, listing each differing file
-    with both hashes and sizes, a short diff for text outputs and the metrics side by side.
+    come from the record and the stores; a missing or tampered input is named and nothing runs, and so is a
+    record changed since its run ended (exit 107: it no longer matches its seal). Exits 0 when every output
+    file, the exit code and the metrics match; 1 when they differ, listing each differing file with both hashes
+    and sizes, a short diff for text outputs and the metrics side by side.
 
     Use it as a CI gate: harness rebuild RUN --json
     """
@@ -192,7 +193,8 @@ def diff_runs(
 
     Inputs: code (commit, tree, uncommitted changes), environment (image, packages), data (snapshot and the
     files that changed), params, command and runtime settings. Outputs: files, exit code, metrics.
-    Exits 0 when nothing differs, 1 otherwise.
+    Exits 0 when nothing differs, 1 otherwise; 107 when a record was changed since its run ended (it no longer
+    matches its seal) or cannot be read.
     """
     from harness.cli.render import runs_diff
     from harness.runs.history import diff_runs as compare_runs
