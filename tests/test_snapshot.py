@@ -250,6 +250,19 @@ def test_fifo_is_refused(store: Store, tmp_path: Path) -> None:
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
 
 
+def test_a_name_or_symlink_target_that_is_not_utf8_is_refused_not_a_traceback(store: Store, tmp_path: Path) -> None:
+    # Data snapshots stay strict (a run's outputs set such entries aside instead: tests/test_outputs.py).
+    root = make_tree(tmp_path / "d", ["a.csv"])
+    os.symlink(b"caf\xe9.csv", os.fsencode(root) + b"/link")
+    with pytest.raises(DataError, match="symlink whose target .* is not valid UTF-8"):
+        snapshot_tree(root, store)
+    os.unlink(root / "link")
+    with open(os.fsencode(root) + b"/caf\xe9.csv", "w"):
+        pass
+    with pytest.raises(DataError, match="the name is not valid UTF-8"):
+        snapshot_tree(root, store)
+
+
 def test_stat_cache_hit_skips_rereading(store: Store, tmp_path: Path) -> None:
     # The cache trusts (size, mtime_ns, inode, dev) the way git and dvc do: re-reading every byte on every run is
     # what it exists to avoid. So content rewritten in place with size and mtime restored is NOT seen -- which

@@ -103,11 +103,15 @@ def _unreadable(path: str, exc: OSError) -> DataError:
     )
 
 
-def _special(path: str, mode: int) -> DataError:
+def special_kind(mode: int) -> str:
+    """What a file that is not a regular file, directory or symlink is, in words ("a FIFO (named pipe)")."""
     kinds = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device"}
-    what = kinds.get(stat.S_IFMT(mode), "a block device" if stat.S_ISBLK(mode) else "an unknown file type")
+    return kinds.get(stat.S_IFMT(mode), "a block device" if stat.S_ISBLK(mode) else "an unknown file type")
+
+
+def _special(path: str, mode: int) -> DataError:
     return DataError(
-        f"{path} is {what}, which cannot be part of a data snapshot",
+        f"{path} is {special_kind(mode)}, which cannot be part of a data snapshot",
         f"snapshots hold regular files, directories and in-tree symlinks: move it out of the data; {_NOTHING_CHANGED}",
     )
 
@@ -123,10 +127,24 @@ def _check_name(rel: str, path: str) -> None:
         raise DataError(f"{path!r}: the name is not valid UTF-8", "rename it; manifests store names as text") from None
 
 
+def leaves_tree(link: str, target: str, real_top: str) -> bool:
+    """Whether the symlink at ``link`` (an absolute path) with this target points outside ``real_top``: an absolute
+    target, or one that resolves outside it."""
+    # realpath, not a lexical normpath: the target may pass through other links in the tree ("up/../..").
+    return os.path.isabs(target) or not _inside(os.path.realpath(os.path.join(os.path.dirname(link), target)), real_top)
+
+
 def _link_target(link: str, real_top: str) -> str:
     target = os.readlink(link)
-    # realpath, not a lexical normpath: the target may pass through other links in the tree ("up/../..").
-    if os.path.isabs(target) or not _inside(os.path.realpath(os.path.join(os.path.dirname(link), target)), real_top):
+    if not target.isascii():
+        try:
+            target.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(
+                f"{link!r} is a symlink whose target {target!r} is not valid UTF-8",
+                f"point it at a name that is valid UTF-8; manifests store targets as text; {_NOTHING_CHANGED}",
+            ) from None
+    if leaves_tree(link, target, real_top):
         raise DataError(
             f"{link} is a symlink to {target!r}, which is outside the data tree {real_top}",
             "a run sees only the snapshot, where the link would dangle: replace it with a copy of what it points "
