@@ -48,6 +48,12 @@ def run_summary(record: Mapping[str, Any]) -> str:
         lines.append(f"  metrics  {_kv(record['metrics'])}")
     if record.get("metrics_error"):
         lines.append(f"  warning  {record['metrics_error']}")
+    skipped = record["outputs"].get("skipped") or []
+    if skipped:
+        names = ", ".join(s["path"] for s in skipped[:5]) + (
+            f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        )
+        lines.append(f"  warning  {len(skipped)} output(s) not recorded: {names} (why: harness show {record['id']})")
     if record.get("params_unread"):
         # Only known when the code loaded its params through harness_params (params_read is not null).
         unread = ", ".join(record["params_unread"])
@@ -98,6 +104,10 @@ def show_record(record: Mapping[str, Any], seal: str | None = None, seal_state: 
     text = "\n".join(f"{k:9} {v}" for k, v in rows)
     if outputs["files"]:
         text += "\noutputs\n" + "\n".join(f"  {sha[:16]}  {path}" for path, sha in sorted(outputs["files"].items()))
+    if outputs.get("skipped"):
+        text += f"\nskipped   not recorded, kept in runs/{record['id']}/skipped/:\n" + "\n".join(
+            f"  {s['path']}: {s['reason']}" for s in outputs["skipped"]
+        )
     if record.get("error"):
         text += f"\nerror     {record['error'].get('message')}"
     return text

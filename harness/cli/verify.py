@@ -33,8 +33,11 @@ def verify(
     Objects: without --run, every object in the project store, and every object a run or a snapshot refers to (so
     a deleted one is reported too). With --run RUN: only that run's record and what it uses: its data snapshot and
     files, code archive, uncommitted changes, lock, params helper and outputs. Each damaged object is named with
-    the data paths, outputs or runs that use it. Exit 0 when all is intact, 107 when a record or an object
-    changed, 108 when an object is missing.
+    the data paths, outputs or runs that use it.
+
+    Outputs: each run's runs/<id>/outputs is compared with its record: a file modified, replaced, removed or
+    added there, or made writable, is named. Exit 0 when all is intact, 107 when a record, an object or an
+    outputs directory changed, 108 when an object is missing.
 
     Nothing is deleted or rewritten. The stat cache forgets the files behind a damaged object, so the next
     `harness data snapshot` (or `harness run`) of the original data re-reads them and replaces the object.
@@ -55,7 +58,8 @@ def verify(
         return report.exit_code
     what = "the project store" if report.scope == "store" else report.scope
     records = f"{report.records} record{'' if report.records == 1 else 's'}"
-    echo(f"checked {records} and {report.checked} objects ({human(report.bytes)}) of {what}")
+    dirs = f"{report.output_dirs} run outputs director{'y' if report.output_dirs == 1 else 'ies'}"
+    echo(f"checked {records}, {report.checked} objects ({human(report.bytes)}) and {dirs} of {what}")
     for c in report.damaged_records:
         heading = {"changed": "CHANGED since its run ended", "unreadable": "UNREADABLE", "seal": "SEAL DAMAGED"}
         echo(f"{heading[c.state]}: the record of run {c.run}\n  at {c.path}")
@@ -68,6 +72,8 @@ def verify(
         echo(f"{state}: object {p.digest}\n  at {p.path}")
         for use in p.used_by or ("no run or known snapshot uses it",):
             echo(f"  used by {use}")
+    for o in report.outputs:
+        echo(f"OUTPUT {o.problem.upper()}: runs/{o.run}/outputs/{o.path}: {o.detail}")
     if report.unsealed:
         listed = ", ".join(report.unsealed[:10]) + (" ..." if len(report.unsealed) > 10 else "")
         echo(
@@ -77,6 +83,7 @@ def verify(
         )
     failed = [f"{len(report.damaged_records)} record(s)"] if report.damaged_records else []
     failed += [f"{len(report.problems)} object(s)"] if report.problems else []
+    failed += [f"{len(report.outputs)} file(s) in run outputs directories"] if report.outputs else []
     if failed:
         echo(f"error: {' and '.join(failed)} failed verification", err=True, color="red")
     if report.damaged_records:
@@ -90,6 +97,13 @@ def verify(
             "hint: no object was changed. Snapshot the original data again (`harness data snapshot PATH`, or "
             "`harness run`) to replace a damaged data object; an output is written again when `harness rebuild "
             "RUN` reproduces it; a missing object comes back the same ways, or from a backup of the store",
+            err=True,
+        )
+    if report.outputs:
+        echo(
+            "hint: nothing was changed. The record and the store objects it names are the truth: read an output "
+            "from the store (`harness show RUN` lists the object of each), or `harness rebuild RUN` to reproduce "
+            "them; find out who changed the directory",
             err=True,
         )
     if not failed:

@@ -5,6 +5,8 @@ Two scopes: the whole project store (every object present, plus every object a r
 snapshot refers to, so a deleted object is reported too), or the objects one run uses (its data snapshot and
 files, code archive, uncommitted changes, lock, outputs). What uses an object is read from the run records and the
 snapshot registry, so a damaged object is reported with the data paths, outputs or runs that depend on it.
+Each run's outputs directory (runs/<id>/outputs) is also compared with its record: a file modified, replaced,
+removed or added there, or made writable, is named too (:func:`check_run_outputs`).
 
 Records come first (sealing.py): each one that was changed after its run ended, or cannot be read, is named and the
 rest are checked all the same; what such a run uses is read from its sealed copy when the store still has it.
@@ -31,7 +33,8 @@ from harness.paths import Layout
 from harness.runs.records import Records
 from harness.runs.sealing import Checked
 from harness.storage.datasets import known
-from harness.storage.snapshot import Progress, load_snapshot
+from harness.storage.outputcheck import check_outputs
+from harness.storage.snapshot import Entry, Progress, load_snapshot
 from harness.storage.store import Store, is_digest
 
 _WORKERS = min(8, (os.cpu_count() or 1) + 2)
@@ -49,6 +52,19 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class OutputProblem:
+    """A file in runs/<id>/outputs that no longer matches the run's record."""
+
+    run: str
+    path: str  # relative to the run's outputs directory
+    problem: str  # "modified" | "missing" | "added" | "mode"
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": self.run, "path": self.path, "problem": self.problem, "detail": self.detail}
+
+
+@dataclass(frozen=True)
 class Report:
     scope: str  # "store" or "run <id>"
     checked: int
@@ -57,14 +73,16 @@ class Report:
     records: int = 0  # run records checked against their seals
     damaged_records: tuple[Checked, ...] = ()  # changed after their run ended, unreadable, or with a bad seal
     unsealed: tuple[str, ...] = ()  # finished runs whose records have no seal (a warning)
+    outputs: tuple[OutputProblem, ...] = ()
+    output_dirs: int = 0  # run outputs directories compared with their records
 
     @property
     def ok(self) -> bool:
-        return not self.problems and not self.damaged_records
+        return not self.problems and not self.damaged_records and not self.outputs
 
     @property
     def exit_code(self) -> int:
-        if self.damaged_records or any(p.problem == "changed" for p in self.problems):
+        if self.damaged_records or self.outputs or any(p.problem == "changed" for p in self.problems):
             return StoreCorruption.exit_code
         return NotFound.exit_code if self.problems else 0
 
@@ -80,6 +98,8 @@ class Report:
                 "problems": [c.to_dict() for c in self.damaged_records],
                 "unsealed": list(self.unsealed),
             },
+            "output_dirs": self.output_dirs,
+            "outputs": [p.to_dict() for p in self.outputs],
             "exit_code": self.exit_code,
         }
 
@@ -229,6 +249,9 @@ def verify(layout: Layout, run: str | None = None, progress: Progress | None = N
         Problem(d, what, str(store.path(d)), tuple(sorted(set(uses.by_object.get(d, [])))))
         for d, what in sorted(bad.items())
     )
+    # Only records that check out (or their sealed copies) say what a run's outputs directory must hold.
+    trusted = [t for c in records if (t := c.trusted) is not None]
+    dirs, outputs = check_run_outputs(store, Records(layout.runs, layout.index), trusted)
     return Report(
         scope=scope,
         checked=checked,
@@ -237,4 +260,31 @@ def verify(layout: Layout, run: str | None = None, progress: Progress | None = N
         records=len(records),
         damaged_records=tuple(c for c in records if not c.ok),
         unsealed=tuple(c.run for c in records if c.state == "unsealed"),
+        outputs=outputs,
+        output_dirs=dirs,
     )
+
+
+def check_run_outputs(
+    store: Store, records: Records, chosen: Iterable[Mapping[str, Any]]
+) -> tuple[int, tuple[OutputProblem, ...]]:
+    """Each chosen run's runs/<id>/outputs against its record: (directories checked, problems). A run that
+    recorded no outputs manifest (it never got that far) makes no claim about the directory."""
+    checked, found = 0, []
+    for record in chosen:
+        rid, outputs = record.get("id"), record.get("outputs") or {}
+        manifest = outputs.get("manifest")
+        if not (isinstance(rid, str) and isinstance(manifest, str) and is_digest(manifest)):
+            continue
+        try:
+            entries: tuple[Entry, ...] | None = load_snapshot(store, manifest).entries
+        except HarnessError:
+            entries = None  # a damaged or missing manifest is reported as itself; the files are still checked
+        files = outputs.get("files")
+        strict = outputs.get("read_only") is True
+        drift = check_outputs(
+            records.paths(rid).outputs, store, entries, files if isinstance(files, dict) else {}, strict
+        )
+        checked += 1
+        found += [OutputProblem(rid, d.path, d.problem, d.detail) for d in drift]
+    return checked, tuple(found)

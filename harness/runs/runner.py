@@ -242,7 +242,7 @@ def execute(inputs: Inputs, record: RunRecord, engine: Engine, reporter: Reporte
             except ContainerInterrupted:
                 record["status"] = "interrupted"
                 record["exit_code"] = None
-        _collect(record, paths, store, layout)
+        _collect(record, paths, store, layout, reporter)
     except BaseException as exc:
         record["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         record.setdefault("exit_code", None)
@@ -390,14 +390,25 @@ def _runtime(spec: ContainerSpec, inputs: Inputs) -> schema.Runtime:
     }
 
 
-def _collect(record: RunRecord, paths: RunPaths, store: Store, layout: Layout) -> None:
-    os.chmod(paths.outputs, 0o755)
-    outputs = store_outputs(paths.outputs, store)
+def _collect(record: RunRecord, paths: RunPaths, store: Store, layout: Layout, reporter: Reporter) -> None:
+    stored = store_outputs(paths.outputs, store, paths.root / "skipped")
+    outputs = stored.snapshot
     record["outputs"] = {
         "manifest": outputs.digest,
         "files": {e.path: e.sha256 for e in outputs.entries if e.kind == "file" and e.sha256},
         "bytes": outputs.bytes,
+        "read_only": True,
+        "skipped": [cast(schema.SkippedOutput, s.to_dict()) for s in stored.skipped],
     }
+    if stored.skipped:
+        # The run keeps its own status: one output a record cannot hold must not cost it the others.
+        listed = "; ".join(f"{s.path}: {s.reason}" for s in stored.skipped[:MAX_LISTED_CHANGES])
+        more = (
+            f"; and {len(stored.skipped) - MAX_LISTED_CHANGES} more" if len(stored.skipped) > MAX_LISTED_CHANGES else ""
+        )
+        reporter.progress(
+            f"warning: {len(stored.skipped)} output(s) not recorded, moved to {paths.root / 'skipped'}: {listed}{more}"
+        )
     # A rebuild starts from a copy of the original record: what this run reports replaces all of it.
     record.pop("metrics_error", None)
     record.pop("metrics_steps", None)

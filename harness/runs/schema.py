@@ -70,10 +70,17 @@ class Data(TypedDict):
     read_only: bool
 
 
+class SkippedOutput(TypedDict):
+    path: str  # relative to the outputs directory; a name that is not UTF-8 shown with \xNN escapes
+    reason: str
+
+
 class Outputs(TypedDict):
     manifest: str | None
     files: dict[str, str]  # path -> sha256
     bytes: int
+    read_only: NotRequired[bool]  # stored read-only (0444/0555 files, 0755 directories); absent in older records
+    skipped: NotRequired[list[SkippedOutput]]  # what the run wrote that the record cannot hold, and why
 
 
 class RuntimeMount(TypedDict):
