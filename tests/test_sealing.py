@@ -149,7 +149,8 @@ def test_verify_names_each_damaged_record_and_checks_all_the_others(probe_projec
     assert text.returncode == 107
     assert f"CHANGED since its run ended: the record of run {edited['id']}" in text.stdout
     assert f"UNREADABLE: the record of run {broken['id']}" in text.stdout
-    assert "error: 2 record(s) and 1 object(s) failed verification" in text.stderr
+    # The damaged object is the intact run's output file too (a hardlink), so its outputs directory is named as well.
+    assert "error: 2 record(s) and 1 object(s) and 1 file(s) in run outputs directories failed" in text.stderr
 
 
 def test_rebuilding_the_index_does_not_launder_an_edited_record(probe_project: Path) -> None:
