@@ -18,6 +18,7 @@ from harness.env.lockfile import PIP_INSTALLER, Lock
 from harness.env.recipe import Recipe, key_inputs
 from harness.errors import EnvironmentBuildError
 from harness.files import write_json_atomic
+from harness.urls import without_credentials
 
 Progress = Callable[[str], None]
 
@@ -52,6 +53,14 @@ class Environment:
             "packages": [dict(p) for p in self.packages],
             "layers": list(self.layers),
         }
+
+    def to_record(self) -> dict[str, Any]:
+        """What a run record says: :meth:`to_dict` with a recipe's mirror without credentials (a private mirror's
+        URL may hold them; the cache's own record, read back to find the image, keeps it as configured)."""
+        recorded = self.to_dict()
+        if recorded["base"].get("mirror"):
+            recorded["base"]["mirror"] = without_credentials(str(recorded["base"]["mirror"]))
+        return recorded
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Environment:

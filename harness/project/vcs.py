@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import ModuleType, TracebackType
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from harness.errors import CodeError
+from harness.urls import without_credentials
 
 if TYPE_CHECKING:
     import git
@@ -187,14 +187,14 @@ class Repository:
         return str(found.hexsha)
 
     def _first_remote(self) -> str | None:
-        """The first URL of the first remote in the repository's config, without userinfo, for the record; None
-        without one."""
+        """The first URL of the first remote in the repository's config, without credentials (harness/urls.py),
+        for the record; None without one."""
         try:
             config = self._repo.config_reader("repository")
             for section in config.sections():
                 if section.startswith('remote "') and config.has_option(section, "url"):
                     # get_values: all of a remote's urls in file order, as git lists them (remote.url is the last)
-                    return _without_userinfo(str(config.get_values(section, "url")[0]))
+                    return without_credentials(str(config.get_values(section, "url")[0]))
         except (configparser.Error, ValueError, TypeError):
             pass  # a config GitPython cannot read must not stop a run: the remote is only recorded
         return None
@@ -308,16 +308,6 @@ class Repository:
             raise CodeError(f"git archive of tree {tree} failed: {_oneline(err, status)}")
 
 
-def _without_userinfo(url: str) -> str | None:
-    """``url`` without its user and password: records are stored and pushed, and no credential may be in them. A
-    scp-like ``git@host:path`` has a user but no password, and is kept; a URL that does not parse is not recorded."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    if parts.scheme and "@" in parts.netloc:
-        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-    return url
 
 
 def _commit(repo: git.Repo, rev: str) -> git.Commit:

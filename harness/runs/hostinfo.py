@@ -7,6 +7,7 @@ import platform
 from typing import Any
 
 from harness import __version__
+from harness.urls import without_credentials
 
 _GITHUB = {
     "repository": "GITHUB_REPOSITORY",
@@ -37,12 +38,24 @@ def ci_facts(env: dict[str, str] | None = None) -> dict[str, Any] | None:
     """The CI provider and job, or None outside CI."""
     env = dict(os.environ) if env is None else env
     if env.get("GITHUB_ACTIONS") == "true":
-        return {"provider": "github-actions", **{k: env[v] for k, v in _GITHUB.items() if env.get(v)}}
+        return {"provider": "github-actions", **_facts(_GITHUB, env)}
     if env.get("GITLAB_CI"):
-        return {"provider": "gitlab-ci", **{k: env[v] for k, v in _GITLAB.items() if env.get(v)}}
+        return {"provider": "gitlab-ci", **_facts(_GITLAB, env)}
     if env.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
         return {"provider": "unknown"}
     return None
+
+
+def _facts(names: dict[str, str], env: dict[str, str]) -> dict[str, str]:
+    """The set variables' values; URLs without credentials (a self-hosted server's may carry them)."""
+    facts = {k: env[v] for k, v in names.items() if env.get(v)}
+    for key in [k for k in facts if k.endswith("_url")]:
+        clean = without_credentials(facts[key])
+        if clean is None:
+            del facts[key]
+        else:
+            facts[key] = clean
+    return facts
 
 
 def cpu_model() -> str:

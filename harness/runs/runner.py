@@ -302,7 +302,7 @@ def _initial_record(
         },
         # The environment, data and host sections come from lower layers as plain dicts of these shapes.
         "environment": cast(
-            schema.Environment, environment.to_dict() | {"recipe": config.base, "lock_file": config.lock}
+            schema.Environment, environment.to_record() | {"recipe": config.base, "lock_file": config.lock}
         ),
         "data": cast(
             schema.Data,
