@@ -5,11 +5,13 @@ Two stores:
   objects, code archives. It belongs to one project and is git-ignored.
 - the cache (``HARNESS_CACHE``, default ``$XDG_CACHE_HOME/harness`` or ``~/.cache/harness``): wheels, base
   layers and image archives, which are large and shared by every project on the machine, the way Docker's own
-  image store is shared.
+  image store is shared. harness makes it 0700: image archives may hold project files (a Dockerfile base's COPY),
+  and no other user may put a file in it whatever the umask.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +24,17 @@ STORE_DIRNAME = ".harness"
 
 
 def cache_root() -> Path:
+    """The cache directory; made 0700 if it does not exist (an existing one keeps its mode)."""
     explicit = os.environ.get(ENV_CACHE)
     if explicit:
-        return Path(explicit).expanduser().resolve()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return (base / "harness").resolve()
+        root = Path(explicit).expanduser().resolve()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        root = ((Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "harness").resolve()
+    if not root.is_dir():
+        with contextlib.suppress(OSError):  # the first write into it names the problem
+            os.makedirs(root, mode=0o700, exist_ok=True)
+    return root
 
 
 def store_root(project_root: Path) -> Path:

@@ -59,6 +59,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path: Path) -> 
 
 def test_lock_and_record_are_readable_like_any_other_file(tmp_path: Path, umask_022: None) -> None:
     """They used to be 0600 (mkstemp) while every other file harness writes was 0644."""
+    tmp_path.chmod(0o755)  # a record is no more open than its directory (see the privacy tests)
     write_lock(tmp_path / "harness.lock", Lock("3.11", "manylinux_2_36_x86_64", (), "0" * 64, ()))
     records = Records(tmp_path / "runs", tmp_path / "index.sqlite")
     paths = records.allocate()

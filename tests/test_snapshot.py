@@ -31,6 +31,7 @@ IS_ROOT = os.geteuid() == 0
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
+    tmp_path.chmod(0o755)  # a store others may read (pytest's 0700 would make a private one: objects 0400)
     return Store(tmp_path / "store" / "objects")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import CodeError
-from harness.files import write_text_atomic
+from harness.files import make_dirs, write_text_atomic
 from harness.project.unpack import unpack_code
 from harness.project.vcs import Change, Repository
 from harness.storage.store import Store
@@ -37,7 +37,7 @@ def archive_tree(repo: Repository, tree: str, store: Store, index_dir: Path) -> 
         # instead of failing every later run of this tree.
         if store.verify(digest):
             return digest
-    index_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(index_dir)
     tmp = index_dir / f".{tree}.{os.getpid()}.tar"
     try:
         with open(tmp, "wb") as fh:
@@ -45,7 +45,7 @@ def archive_tree(repo: Repository, tree: str, store: Store, index_dir: Path) -> 
         digest, _ = store.put_file(tmp)
     finally:
         tmp.unlink(missing_ok=True)
-    write_text_atomic(pointer, digest)
+    write_text_atomic(pointer, digest, inherit=True)
     return digest
 
 

@@ -308,8 +308,6 @@ class Repository:
             raise CodeError(f"git archive of tree {tree} failed: {_oneline(err, status)}")
 
 
-
-
 def _commit(repo: git.Repo, rev: str) -> git.Commit:
     """The commit ``rev`` names; a full id becomes a Commit directly, without a `git cat-file --batch-check`."""
     git = _gitpython()

@@ -7,6 +7,8 @@ Run ids are short random hex allocated with an atomic ``mkdir``, so concurrent r
 A record is sealed when its run ends (sealing.py): its digest goes to ``seals/<id>`` beside ``runs/`` and to its
 index row, and its canonical bytes to the content store. :meth:`Records.read` checks the seal, so show, verify,
 rebuild and diff never use an edited or unreadable record; listing reads the index alone and checks nothing.
+Run directories, records and the index are no more open than the directory they are in (harness/files.py):
+the record and the index, which holds every record again, are readable by the same people.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from harness.errors import HarnessError, NotFound
-from harness.files import write_atomic
+from harness.files import make_dirs, make_file, withheld, write_atomic
 from harness.runs.schema import SCHEMA, STATUSES, RunRecord
 from harness.runs.sealing import SEALS_DIRNAME, Checked, Seals, check, record_digest
 from harness.storage.store import Store
@@ -69,13 +71,14 @@ class Records:
 
     # -- allocation and writing ---------------------------------------------------------------------------
     def allocate(self) -> RunPaths:
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.runs_dir)
+        mode = 0o777 & ~withheld(self.runs_dir)
         for _ in range(100):
             run_id = secrets.token_hex(ID_BYTES)
             if self._prefix_taken(run_id):
                 continue
             try:
-                (self.runs_dir / run_id).mkdir()
+                (self.runs_dir / run_id).mkdir(mode)
             except FileExistsError:
                 continue
             return RunPaths(self.runs_dir / run_id)
@@ -114,7 +117,7 @@ class Records:
                 f"refusing to rewrite the record of run {run_id}: it was sealed when the run ended",
                 "this is a bug in harness; please report it",
             )
-        write_atomic(self.paths(run_id).record, data)
+        write_atomic(self.paths(run_id).record, data, inherit=True)
         seal = existing if existing is not None or sealed is None else self.seals.seal(run_id, sealed)
         self._index([_row(record, seal)])
 
@@ -171,7 +174,7 @@ class Records:
 
     # -- index ----------------------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        self.index_path.parent.mkdir(parents=True, exist_ok=True)
+        make_file(self.index_path)  # with the record's mode, which SQLite gives its -wal and -shm files too
         conn = sqlite3.connect(self.index_path, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({_COLUMNS})")

@@ -23,6 +23,7 @@ from harness.env.environment import Environment
 from harness.env.projectlock import read_project_lock
 from harness.env.recipe import Recipe, load_recipe
 from harness.errors import INTERRUPTED_EXIT_CODE, CodeError, ConfigError, DirtyTreeError, HarnessError
+from harness.files import make_dirs, make_file, withheld
 from harness.paths import Layout, in_ci
 from harness.project import codebase
 from harness.project.config import ProjectConfig, find_config_file, parse_config
@@ -228,6 +229,7 @@ def execute(inputs: Inputs, record: RunRecord, engine: Engine, reporter: Reporte
         # Only now: a run that fails while its inputs are checked and laid out never "started".
         reporter.started(paths.id)
         reporter.progress(f"running {' '.join(spec.command)}")
+        make_file(paths.log)  # no more open than the run's directory
         with open(paths.log, "ab") as log:
 
             def sink(stream: str, chunk: bytes) -> None:
@@ -318,19 +320,21 @@ def _initial_record(
 
 
 def _prepare(inputs: Inputs, paths: RunPaths, work: Path, store: Store) -> ContainerSpec:
-    work.mkdir(parents=True)
+    make_dirs(work.parent)
+    work.mkdir(0o777 & ~withheld(work.parent))
+    user = None if os.getuid() != 0 else NOBODY
     codebase.materialize_code(store, inputs.archive, work / "code", inputs.patch)
     mounts = [Mount(work / "code", "/code")]
     if inputs.data.entries:
-        snapshot.materialize(store, inputs.data.digest, work / "data")
+        # The container's nobody cannot read objects only their owner may (a private store): those are copied.
+        snapshot.materialize(store, inputs.data.digest, work / "data", shared=user == NOBODY)
         mounts.append(Mount(work / "data", "/data"))
     (work / "harness").mkdir()
     (work / "harness" / "params.json").write_text(json.dumps(inputs.params.values, indent=2, sort_keys=True))
     for path in (work / "harness", work / "harness" / "params.json"):
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
     mounts.append(Mount(work / "harness", "/harness"))
-    paths.outputs.mkdir()
-    user = None if os.getuid() != 0 else NOBODY
+    paths.outputs.mkdir(0o777 & ~withheld(paths.root))
     if user == NOBODY:
         os.chmod(paths.outputs, 0o777)  # the container's unprivileged user writes here
     mounts.append(Mount(paths.outputs, "/outputs", read_only=False))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 from harness.digests import sha256_bytes
 from harness.errors import HarnessError, NotFound, StoreCorruption
-from harness.files import write_atomic
+from harness.files import withheld, write_atomic
 from harness.storage.store import Store, is_digest
 
 SEALS_DIRNAME = "seals"  # beside runs/ and objects/ in the project store
@@ -81,8 +80,10 @@ class Seals:
         canonical = canonical_record(sealed)
         digest = self.store.put_bytes(canonical)
         path = self.path(run_id)
-        write_atomic(path, json.dumps({"format": SEAL_FORMAT, "record": digest, "run": run_id}).encode() + b"\n")
-        os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)  # like a store object: made once, never edited
+        seal = json.dumps({"format": SEAL_FORMAT, "record": digest, "run": run_id}).encode() + b"\n"
+        write_atomic(path, seal, inherit=True)
+        # Like a store object: made once, never edited; and no more open than the seals directory.
+        os.chmod(path, 0o444 & ~withheld(path.parent))
         return digest
 
     def sealed_copy(self, digest: str) -> dict[str, Any] | None:

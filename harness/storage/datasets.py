@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import DataError, NotFound
+from harness.files import make_file
 from harness.paths import Layout
 from harness.storage.snapshot import Entry, Progress, Snapshot, diff, load_snapshot, snapshot_roots
 from harness.storage.store import Store, is_digest
@@ -66,7 +67,7 @@ def iso(timestamp: float) -> str:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_file(path)  # no more open than the store (SQLite gives its -wal and -shm files this mode)
     db = sqlite3.connect(path, timeout=30)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(_TABLE)

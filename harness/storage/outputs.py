@@ -14,7 +14,9 @@
    run can write to a file the record names, and no file keeps a setuid bit, a writable mode or its old owner.
 
 A model checkpoint of several GB so takes its size once on disk, not once in the run and once in the store.
-Directories stay 0755 (writable by harness's user only), so deleting a run's directory needs no chmod.
+Directories stay 0755 (writable by harness's user only), so deleting a run's directory needs no chmod. Every mode
+here also loses the group and other bits the run directory lacks (harness/files.py), so a private project's
+outputs stay private; a hardlinked object has the store's own mode, made the same way.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import DataError
+from harness.files import withheld
 from harness.storage.snapshot import NO_HARDLINK, Snapshot, leaves_tree, snapshot_tree, special_kind
 from harness.storage.store import Store
 
@@ -36,6 +39,21 @@ FILE_MODE = 0o444
 EXEC_MODE = 0o555
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NOT_UTF8 = "its name is not valid UTF-8 (shown with \\x escapes); a record holds names as text"
+
+
+@dataclass(frozen=True)
+class _Modes:
+    """DIR_MODE, FILE_MODE and EXEC_MODE less the group/other bits the run directory lacks (harness/files.py): a
+    private project's outputs stay private."""
+
+    mask: int
+
+    @property
+    def dir(self) -> int:
+        return DIR_MODE & ~self.mask
+
+    def file(self, executable: bool) -> int:
+        return (EXEC_MODE if executable else FILE_MODE) & ~self.mask
 
 
 @dataclass(frozen=True)
@@ -68,12 +86,13 @@ def store_outputs(outputs: Path, store: Store, aside: Path) -> StoredOutputs:
     Call it after the container has exited. Each replacement is one atomic rename, so an interruption leaves every
     file either the original or the identical object."""
     try:
-        skipped = _settle(outputs, aside)
+        modes = _Modes(withheld(outputs.parent))
+        skipped = _settle(outputs, aside, modes)
         snap = snapshot_tree(outputs, store, None)
         temp = outputs.parent / ".harness-replace"  # beside outputs/: the same filesystem, and no output's name
         for entry in snap.entries:
             if entry.kind == "file" and entry.sha256:
-                _replace(store.path(entry.sha256), outputs / entry.path, entry.executable, temp)
+                _replace(store.path(entry.sha256), outputs / entry.path, entry.executable, temp, modes)
     except OSError as exc:
         name = f" ({shown(os.fsdecode(exc.filename))})" if isinstance(exc.filename, str | bytes) else ""
         raise DataError(
@@ -84,7 +103,7 @@ def store_outputs(outputs: Path, store: Store, aside: Path) -> StoredOutputs:
     return StoredOutputs(snap, tuple(skipped))
 
 
-def _replace(obj: Path, target: Path, executable: bool, temp: Path) -> None:
+def _replace(obj: Path, target: Path, executable: bool, temp: Path, modes: _Modes) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(temp)  # left by an interrupted earlier attempt
     if not executable:
@@ -98,7 +117,7 @@ def _replace(obj: Path, target: Path, executable: bool, temp: Path) -> None:
             if exc.errno not in NO_HARDLINK:
                 raise
     shutil.copyfile(obj, temp)
-    os.chmod(temp, EXEC_MODE if executable else FILE_MODE)
+    os.chmod(temp, modes.file(executable))
     os.replace(temp, target)
 
 
@@ -107,16 +126,16 @@ def _replace(obj: Path, target: Path, executable: bool, temp: Path) -> None:
 _CannotOpen = Callable[[int, str, str, OSError], None]
 
 
-def _own_dir(fd: int) -> None:
+def _own_dir(fd: int, modes: _Modes) -> None:
     me = _owner()
     if me[0] == 0:  # the container ran as nobody, who could otherwise chmod its directories back
         st = os.fstat(fd)
         if (st.st_uid, st.st_gid) != me:
             os.fchown(fd, *me)
-    os.fchmod(fd, DIR_MODE)
+    os.fchmod(fd, modes.dir)
 
 
-def _dirs(top: str, cannot_open: _CannotOpen) -> Iterator[tuple[int, str, list[os.DirEntry[str]]]]:
+def _dirs(top: str, cannot_open: _CannotOpen, modes: _Modes) -> Iterator[tuple[int, str, list[os.DirEntry[str]]]]:
     """Every directory under ``top``, itself first, as (fd, relative path, entries): each opened from its parent's
     descriptor without following symlinks and made harness's own (0755) before it is listed. The caller may remove
     entries from the list; the directories still in it are visited next. A subdirectory that cannot be opened or
@@ -125,7 +144,7 @@ def _dirs(top: str, cannot_open: _CannotOpen) -> Iterator[tuple[int, str, list[o
     root = os.open(top, _OPEN_DIR)
     stack: list[tuple[int, str, Iterator[str] | None]] = [(root, "", None)]
     try:
-        _own_dir(root)
+        _own_dir(root, modes)
         while stack:
             fd, rel, pending = stack[-1]
             if pending is None:
@@ -146,7 +165,7 @@ def _dirs(top: str, cannot_open: _CannotOpen) -> Iterator[tuple[int, str, list[o
                 continue
             stack.append((child, f"{rel}/{name}" if rel else name, None))
             try:
-                _own_dir(child)
+                _own_dir(child, modes)
             except OSError as exc:
                 stack.pop()
                 os.close(child)
@@ -198,16 +217,16 @@ def _unrecordable(entry: os.DirEntry[str], dir_fd: int, abs_path: str, real_top:
 class _Aside:
     """runs/<id>/skipped: what cannot be recorded is moved here, under the same relative path."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path, modes: _Modes) -> None:
+        self.root, self.modes = root, modes
 
     def move(self, dir_fd: int, rel: str, name: str) -> None:
-        os.makedirs(self.root, mode=DIR_MODE, exist_ok=True)
+        os.makedirs(self.root, mode=self.modes.dir, exist_ok=True)
         fd = os.open(self.root, _OPEN_DIR)
         try:
             for part in rel.split("/") if rel else ():
                 with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, DIR_MODE, dir_fd=fd)
+                    os.mkdir(part, self.modes.dir, dir_fd=fd)
                 child = os.open(part, _OPEN_DIR, dir_fd=fd)
                 os.close(fd)
                 fd = child
@@ -216,11 +235,11 @@ class _Aside:
             os.close(fd)
 
 
-def _settle(outputs: Path, aside: Path) -> list[Skipped]:
+def _settle(outputs: Path, aside: Path, modes: _Modes) -> list[Skipped]:
     top = os.path.abspath(outputs)
     real_top, limit = os.path.realpath(top), _path_max(top)
     me = _owner()
-    mover = _Aside(aside)
+    mover = _Aside(aside, modes)
     skipped: list[Skipped] = []
 
     def skip(dir_fd: int, rel: str, name: str, reason: str) -> None:
@@ -238,7 +257,7 @@ def _settle(outputs: Path, aside: Path) -> list[Skipped]:
     def cannot_open(dir_fd: int, rel: str, name: str, exc: OSError) -> None:
         skip(dir_fd, rel, name, f"the directory could not be opened: {exc.strerror or exc}")
 
-    for dir_fd, rel, entries in _dirs(top, cannot_open):
+    for dir_fd, rel, entries in _dirs(top, cannot_open, modes):
         for entry in list(entries):
             path = f"{rel}/{entry.name}" if rel else entry.name
             reason = _unrecordable(entry, dir_fd, f"{top}/{path}", real_top, limit)
@@ -251,11 +270,11 @@ def _settle(outputs: Path, aside: Path) -> list[Skipped]:
                 if st.st_uid == me[0] and not st.st_mode & stat.S_IRUSR:
                     os.chmod(entry.name, stat.S_IMODE(st.st_mode) | stat.S_IRUSR, dir_fd=dir_fd)
     if skipped:
-        _settle_aside(aside)
+        _settle_aside(aside, modes)
     return skipped
 
 
-def _settle_aside(aside: Path) -> None:
+def _settle_aside(aside: Path, modes: _Modes) -> None:
     """Everything moved aside made harness's own and read-only like the outputs, though the record does not hold
     it: no setuid, nothing writable by others."""
 
@@ -263,7 +282,7 @@ def _settle_aside(aside: Path) -> None:
         raise exc
 
     me = _owner()
-    for dir_fd, _, entries in _dirs(str(aside), cannot_open):
+    for dir_fd, _, entries in _dirs(str(aside), cannot_open, modes):
         for entry in entries:
             if entry.is_symlink() or entry.is_dir(follow_symlinks=False):
                 continue
@@ -272,4 +291,4 @@ def _settle_aside(aside: Path) -> None:
                 os.chown(entry.name, *me, dir_fd=dir_fd, follow_symlinks=False)
             executable = stat.S_ISREG(st.st_mode) and st.st_mode & stat.S_IXUSR
             # Not a symlink, in a directory only harness can change: chmod cannot be led elsewhere.
-            os.chmod(entry.name, EXEC_MODE if executable else FILE_MODE, dir_fd=dir_fd)
+            os.chmod(entry.name, modes.file(bool(executable)), dir_fd=dir_fd)

@@ -31,6 +31,7 @@ from typing import IO, Any
 
 from harness.digests import CHUNK
 from harness.errors import DataError, NotFound, StoreCorruption
+from harness.files import make_file
 from harness.storage.store import Store, is_digest
 
 MANIFEST_VERSION = 1
@@ -310,7 +311,7 @@ class _StatCache:
         if self.path is None or not (self.updates or self.new_tree):
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_file(self.path)  # no more open than the store: it lists the data's paths
             with closing(sqlite3.connect(self.path, timeout=30)) as db, db:  # one transaction, no per-file commit
                 db.execute(
                     "CREATE TABLE IF NOT EXISTS stat_v1 (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
@@ -643,13 +644,13 @@ def _require(store: Store, sha: str, path: str) -> Path:
         ) from None
 
 
-def _place(entry: Entry, target: Path, obj: Path | None) -> None:
+def _place(entry: Entry, target: Path, obj: Path | None, shared: bool) -> None:
     if entry.kind == "dir":
         target.mkdir()
     elif entry.kind == "symlink":
         os.symlink(entry.target or "", target)
     elif obj is not None:
-        if not entry.executable:
+        if not entry.executable and not (shared and not os.stat(obj).st_mode & stat.S_IROTH):
             try:
                 os.link(obj, target)  # no bytes copied; the object is already 0444
                 return
@@ -657,13 +658,16 @@ def _place(entry: Entry, target: Path, obj: Path | None) -> None:
                 # NOTE: another filesystem, an inode's link limit or no hardlinks: a copy has the same bytes.
                 if exc.errno not in NO_HARDLINK:
                     raise
-        # Executables are copies: a chmod on a hardlink would change the shared store object's mode.
+        # Executables are copies: a chmod on a hardlink would change the shared store object's mode. So is an
+        # object of a private store (0400) that another user is to read.
         shutil.copyfile(obj, target)
         os.chmod(target, 0o555 if entry.executable else 0o444)
 
 
-def materialize(store: Store, digest: str, dest: Path) -> None:
-    """Build a read-only tree at dest (which must not exist) from hardlinks to verified store objects."""
+def materialize(store: Store, digest: str, dest: Path, shared: bool = False) -> None:
+    """Build a read-only tree at dest (which must not exist) from hardlinks to verified store objects. ``shared``:
+    another user reads the tree (the container's, when harness runs as root), so an object others may not read
+    is copied, readable by all, instead of linked."""
     if os.path.lexists(dest):
         raise DataError(
             f"{dest} already exists; a snapshot is materialized only into a new directory",
@@ -678,7 +682,7 @@ def materialize(store: Store, digest: str, dest: Path) -> None:
     dest.mkdir()
     try:
         for e in snap.entries:  # sorted, so a directory always comes before its contents
-            _place(e, dest / e.path, objects.get(e.sha256 or ""))
+            _place(e, dest / e.path, objects.get(e.sha256 or ""), shared)
         for e in reversed(snap.entries):  # deepest first, while parents are still writable
             if e.kind == "dir":
                 os.chmod(dest / e.path, 0o555)

@@ -1,9 +1,10 @@
 """Content-addressed objects: ``objects/ab/cdef...`` named by the sha256 of their bytes.
 
-Objects are written to a temp file in the store and renamed into place, then made read-only; an intact object that
-is already present is never rewritten, but one whose bytes no longer match its name is replaced by the fresh copy,
-so storing the same content again (re-snapshotting the data) repairs it. Reading back through :meth:`Store.verify`
-re-hashes the bytes, so a corrupted object is named rather than used.
+Objects are written to a temp file in the store and renamed into place, read-only: 0444, less what the store's
+directory withholds from group and others (0400 in a store only its owner can enter; see harness/files.py). An
+intact object that is already present is never rewritten, but one whose bytes no longer match its name is replaced
+by the fresh copy, so storing the same content again (re-snapshotting the data) repairs it. Reading back through
+:meth:`Store.verify` re-hashes the bytes, so a corrupted object is named rather than used.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import IO, Any
 
 from harness.digests import CHUNK, canonical_json
 from harness.errors import NotFound, StoreCorruption
+from harness.files import make_dirs, withheld
 
 READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 _REPAIR_HINT = (
@@ -102,6 +104,7 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._dirs: set[str] = set()  # fan-out (and tmp) directories this Store has made sure exist
+        self._mode: int | None = None  # of new objects: READ_ONLY less what the store's directory withholds
 
     def path(self, digest: str) -> Path:
         if not is_digest(digest):
@@ -111,29 +114,38 @@ class Store:
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
+    def mode(self) -> int:
+        """The mode of objects this Store writes; makes the store's directory (no more open than its parent)."""
+        if self._mode is None:
+            make_dirs(self.root)
+            self._mode = READ_ONLY & ~withheld(self.root)
+        return self._mode
+
     def _temp_fd(self) -> tuple[int, str]:
-        """A new read-only (0444) temp file in the store, open for writing. Plain os calls: for 10,000 small
-        objects, mkstemp's random names and the Path-based mkdir checks were a third of the cost per object.
+        """A new read-only (0444 or less, see :meth:`mode`) temp file in the store, open for writing. Plain os
+        calls: for 10,000 small objects, mkstemp's random names and the Path-based mkdir checks were a third of
+        the cost per object.
 
         Each thread gets its own temp directory (tmp/<slot>): creating files in one directory from several
         threads serializes on that directory's lock, and here made storing 6,000 small objects with 6 threads
         3x slower than with a directory per thread (4.0 s against 1.35 s)."""
         slot = _thread_slot()
         tmp_dir = f"{self.root}/tmp/{slot}"
+        mode = self.mode()
         if slot not in self._dirs:
-            os.makedirs(tmp_dir, exist_ok=True)
+            make_dirs(tmp_dir)
             self._dirs.add(slot)
         while True:
             name = f"{tmp_dir}/incoming-{os.getpid()}-{threading.get_ident()}-{next(_SERIAL)}"
             try:
-                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, READ_ONLY)
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
             except FileExistsError:  # left behind by a crashed process that had the same pid
                 continue
             except FileNotFoundError:  # tmp/ was removed since this Store made it
-                os.makedirs(tmp_dir, exist_ok=True)
+                make_dirs(tmp_dir)
                 continue
             try:
-                os.fchmod(fd, READ_ONLY)  # the umask may have taken bits away; the fd stays writable
+                os.fchmod(fd, mode)  # the umask may have taken bits away; the fd stays writable
             except BaseException:
                 os.close(fd)
                 os.unlink(name)
@@ -144,7 +156,7 @@ class Store:
         """objects/ab/cdef... as a string, creating ab/ once per Store (digest already validated)."""
         fan = digest[:2]
         if fan not in self._dirs:
-            os.makedirs(f"{self.root}/{fan}", exist_ok=True)
+            make_dirs(f"{self.root}/{fan}")
             self._dirs.add(fan)  # set.add is atomic: threads may both mkdir, exist_ok covers that
         return f"{self.root}/{fan}/{digest[2:]}"
 
@@ -183,7 +195,7 @@ class Store:
             os.replace(tmp, self._object_path(digest))
 
     def _commit(self, tmp: Path, digest: str) -> Path:
-        os.chmod(tmp, READ_ONLY)
+        os.chmod(tmp, self.mode())
         self._commit_name(str(tmp), digest, os.stat(tmp).st_size)
         return self.path(digest)
 
