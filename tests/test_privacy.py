@@ -108,6 +108,7 @@ def test_a_recipe_mirror_is_recorded_without_credentials_and_kept_for_the_build(
 @pytest.mark.parametrize(
     ("project_mode", "obj", "directory", "file"),
     [(0o700, 0o400, 0o700, 0o600), (0o750, 0o440, 0o750, 0o640), (0o755, 0o444, 0o755, 0o644)],
+    ids=["project-0700", "project-0750", "project-0755"],
 )
 def test_a_store_is_no_more_open_than_the_project_directory(
     tmp_path: Path, umask_022: None, project_mode: int, obj: int, directory: int, file: int
@@ -231,7 +232,7 @@ def test_a_token_in_the_remote_url_reaches_no_file_of_the_store_and_no_output(pr
 
 
 @pytest.mark.docker
-@pytest.mark.parametrize("project_mode", [0o700, 0o750])
+@pytest.mark.parametrize("project_mode", [0o700, 0o750], ids=["project-0700", "project-0750"])
 def test_a_private_project_gets_a_store_no_other_user_can_read(probe_project: Path, project_mode: int) -> None:
     probe_project.chmod(project_mode)
     values = probe_project / "data" / "numbers" / "values.txt"
