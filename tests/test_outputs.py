@@ -19,6 +19,13 @@ IS_ROOT = os.geteuid() == 0
 NOBODY = 65534
 
 
+@pytest.fixture(autouse=True)
+def readable_project(tmp_path: Path) -> None:
+    """The modes checked here are a project others may read (pytest's tmp_path is 0700); a private project's are
+    checked in tests/test_privacy.py and below."""
+    tmp_path.chmod(0o755)
+
+
 def mode(path: Path | bytes) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
@@ -234,3 +241,22 @@ def test_a_file_the_run_made_unreadable_is_still_recorded(tmp_path: Path) -> Non
     result = stored(out, Store(tmp_path / "objects"))
     assert [e.path for e in result.snapshot.entries] == ["secret.txt"] and not result.skipped
     assert (out / "secret.txt").read_text() == "s\n"
+
+
+def test_a_private_project_gets_private_outputs_that_check_clean(tmp_path: Path) -> None:
+    tmp_path.chmod(0o700)
+    out = tmp_path / "outputs"
+    (out / "d").mkdir(parents=True)
+    (out / "d" / "model.bin").write_bytes(b"weights")
+    (out / "run.sh").write_text("#!/bin/sh\n")
+    (out / "run.sh").chmod(0o777)
+    store = Store(tmp_path / "objects")
+    result = stored(out, store)
+    assert (mode(out), mode(out / "d"), mode(out / "run.sh")) == (0o700, 0o700, 0o500)
+    manifest = result.snapshot
+    files = {e.path: e.sha256 for e in manifest.entries if e.kind == "file" and e.sha256}
+    assert check_outputs(out, store, manifest.entries, files, strict=True) == []
+    (out / "d").chmod(0o770)  # group-writable: named, private or not
+    assert [(d.path, d.problem) for d in check_outputs(out, store, manifest.entries, files, strict=True)] == [
+        ("d", "mode")
+    ]

@@ -37,8 +37,8 @@ def check_outputs(
 ) -> list[Drift]:
     """How ``outputs`` differs from the record. ``entries`` is the outputs manifest (None when it cannot be read:
     then only the recorded ``files`` are checked, and any file not among them). ``strict``: the record says its
-    outputs were stored read-only (exactly 0444 files, 0555 executables, 0755 directories); older records are
-    only held to no group/world write access and no set-id bits."""
+    outputs were stored read-only (exactly 0444 files, 0555 executables, 0755 directories, less group and other
+    bits for a private project); older records are only held to no group/world write access and no set-id bits."""
     top = os.path.abspath(outputs)
     try:
         st = os.lstat(top)
@@ -127,7 +127,7 @@ def _same_bytes(abs_path: str, st: os.stat_result, sha256: str, store: Store) ->
 
 def _mode(path: str, mode: int, allowed: tuple[int, ...], strict: bool) -> list[Drift]:
     bits = stat.S_IMODE(mode)
-    if not ((strict and bits not in allowed) or bits & _UNSAFE):
+    if not ((strict and not any(_as_set(bits, m) for m in allowed)) or bits & _UNSAFE):
         return []
     why = [
         *(["writable"] if bits & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) else []),
@@ -135,6 +135,12 @@ def _mode(path: str, mode: int, allowed: tuple[int, ...], strict: bool) -> list[
     ]
     detail = f"mode {bits:04o}, not {' or '.join(f'{m:04o}' for m in allowed)}"
     return [Drift(path, "mode", detail + (f" ({', '.join(why)})" if why else ""))]
+
+
+def _as_set(bits: int, mode: int) -> bool:
+    """``bits`` is ``mode`` as harness sets it: the owner's part exactly, and no group or other bit beyond it (a
+    private project's outputs lose those its run directory lacks, harness/files.py)."""
+    return (bits & ~0o077) == (mode & ~0o077) and not bits & 0o077 & ~mode
 
 
 def _kind(mode: int) -> str:
