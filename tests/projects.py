@@ -106,6 +106,19 @@ def write_files(root: Path, files: dict[str, str | bytes]) -> None:
             path.write_text(content)
 
 
+def settle(root: Path) -> None:
+    """Wait until no file under root is in the stat cache's racy window any more, as for data written a while
+    ago: a snapshot may then trust what it hashes."""
+    import time
+
+    from harness.storage.snapshot import RACY_COARSE_NS, RACY_FINE_NS
+
+    stamps = [getattr(p.lstat(), f) for p in [root, *root.rglob("*")] for f in ("st_mtime_ns", "st_ctime_ns")]
+    until = max(ns + (RACY_FINE_NS if ns % 1_000_000_000 else RACY_COARSE_NS) for ns in stamps)
+    while time.time_ns() <= until:
+        time.sleep(0.02)
+
+
 def make_repo(root: Path, files: dict[str, str | bytes], message: str = "first") -> str:
     root.mkdir(parents=True, exist_ok=True)
     write_files(root, files)

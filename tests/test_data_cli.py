@@ -7,14 +7,18 @@ import hashlib
 import io
 import json
 import os
+import sqlite3
+import subprocess
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness.cli.output import ByteProgress
+from harness.storage.snapshot import STAT_TABLE, TREE_TABLE
 from harness.storage.store import Store
-from tests.projects import harness
+from tests.projects import harness, settle
 
 CONFIG = 'name = "d"\nbase = "bookworm"\nlock = "harness.lock"\ncommand = ["true"]\n'
 FILES = {"a.csv": b"x,y\n1,2\n", "sub/b.txt": b"bee", "sub/deep/c.bin": b"\x00\x01\x02", "z.txt": b"zed"}
@@ -146,6 +150,24 @@ def test_verify_names_the_data_path_and_a_resnapshot_repairs_the_object(project:
     assert ok(project, "verify")["ok"]
 
 
+def make_the_cache_lie(cache: Path, path: Path, sha: str) -> None:
+    """Point the stat cache's row for path at another object, and drop the whole-tree rows."""
+    with closing(sqlite3.connect(cache)) as db, db:
+        db.execute(f"UPDATE {STAT_TABLE} SET sha256 = ? WHERE path = ?", (sha, str(path)))
+        db.execute(f"DELETE FROM {TREE_TABLE}")
+
+
+def test_snapshot_rehash_reads_every_file_whatever_the_stat_cache_says(project: Path) -> None:
+    data = make_tree(project / "data", ["a.csv", "sub/b.txt", "z.txt"])
+    settle(data)
+    first = ok(project, "data", "snapshot", "data")["snapshot"]
+    make_the_cache_lie(project / ".harness" / "stat-cache.sqlite", data / "a.csv", hashlib.sha256(b"bee").hexdigest())
+    assert ok(project, "data", "snapshot", "data")["snapshot"] != first, "without --rehash the cache is trusted"
+    assert ok(project, "data", "snapshot", "data", "--rehash")["snapshot"] == first
+    assert ok(project, "data", "snapshot", "data")["snapshot"] == first, "--rehash rewrote the cache"
+    assert "--rehash" in harness(project, "data", "snapshot", "--help").stdout
+
+
 def test_store_replaces_a_damaged_object_and_keeps_an_intact_one(tmp_path: Path) -> None:
     store = Store(tmp_path / "objects")
     small = store.put_bytes(b"small")
@@ -218,3 +240,38 @@ def test_run_with_a_corrupted_data_object_stops_before_starting(probe_project: P
     again = harness(probe_project, "run", "--json")  # ...so this run re-reads it and repairs the object
     assert again.returncode == 0, again.stderr
     assert ok(probe_project, "verify")["ok"]
+
+
+@pytest.mark.docker
+def test_a_run_sees_a_same_size_edit_with_its_mtime_put_back_and_rehash_trusts_no_cache(
+    probe_project: Path, tmp_path: Path
+) -> None:
+    values = probe_project / "data" / "numbers" / "values.txt"
+    settle(values.parent)
+    first = harness(probe_project, "run", "--json")
+    assert first.returncode == 0, first.stderr
+    before = json.loads(first.stdout)
+    assert before["metrics"]["total"] == 1 + 2 + 3 + 4
+
+    # `cp -p f ref; edit f; touch -r ref f`: size, mtime and inode as before, other bytes.
+    ref = tmp_path / "ref"
+    subprocess.run(["cp", "-p", str(values), str(ref)], check=True)
+    with open(values, "r+b") as fh:
+        fh.write(b"5 6 7 8\n")
+    subprocess.run(["touch", "-r", str(ref), str(values)], check=True)
+    second = harness(probe_project, "run", "--json")
+    assert second.returncode == 0, second.stderr
+    after = json.loads(second.stdout)
+    assert after["data"]["snapshot"] != before["data"]["snapshot"], "the record names the new bytes"
+    assert after["metrics"]["total"] == 5 + 6 + 7 + 8, "and the container read them"
+
+    # A cache that lies (values.txt -> the old bytes' object) is trusted by a plain snapshot, not by --rehash.
+    settle(values.parent)
+    cache = probe_project / ".harness" / "stat-cache.sqlite"
+    make_the_cache_lie(cache, values, hashlib.sha256(b"1 2 3 4\n").hexdigest())
+    assert ok(probe_project, "data", "snapshot", "data/numbers")["snapshot"] == before["data"]["snapshot"]
+    third = harness(probe_project, "run", "--rehash", "--json")
+    assert third.returncode == 0, third.stderr
+    rehashed = json.loads(third.stdout)
+    assert rehashed["data"]["snapshot"] == after["data"]["snapshot"]
+    assert rehashed["metrics"]["total"] == 5 + 6 + 7 + 8

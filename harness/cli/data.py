@@ -48,6 +48,9 @@ def snapshot_cmd(
             metavar="NAME", help="Name for a PATH in the snapshot (default: its basename); repeatable, in order."
         ),
     ] = None,
+    rehash: Annotated[
+        bool, typer.Option("--rehash", help="Read and hash every file; trust no cached hash (the cache is rewritten).")
+    ] = False,
     project: Project = Path("."),
     as_json: AsJson = False,
 ) -> None:
@@ -55,10 +58,11 @@ def snapshot_cmd(
 
     Each PATH becomes a top-level entry named by its basename (or --name), as `harness run` mounts data at
     /data/<name>: snapshotting the paths of your data config gives the digest a run will record. Files are
-    hashed in parallel while they are copied into the store (one read pass); unchanged files are skipped by
-    size, mtime and inode, so a second snapshot costs about a directory walk. Symlinks must stay inside their
-    PATH; devices, sockets and FIFOs are refused (exit 105). Nothing in PATH is changed. Prints the digest
-    on stdout (files, bytes and sources on stderr), so SNAP=$(harness data snapshot data) works.
+    hashed in parallel while they are copied into the store (one read pass); a file whose size, mtime, ctime,
+    inode and device are unchanged since it was hashed is not read again, so a second snapshot costs about a
+    directory walk (--rehash reads everything). Symlinks must stay inside their PATH; devices, sockets and FIFOs
+    are refused (exit 105). Nothing in PATH is changed. Prints the digest on stdout (files, bytes and sources on
+    stderr), so SNAP=$(harness data snapshot data) works.
 
       harness data snapshot data/train data/test
 
@@ -68,7 +72,7 @@ def snapshot_cmd(
 
     progress = ByteProgress("hashing")
     try:
-        snap, sources, registered = take(layout_of(project), paths, tuple(name or ()), progress)
+        snap, sources, registered = take(layout_of(project), paths, tuple(name or ()), progress, rehash)
     finally:
         progress.close()
     if not registered:

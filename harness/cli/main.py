@@ -101,6 +101,10 @@ def run(
     name: Annotated[
         str | None, typer.Option(metavar="NAME", help="Name for this run (default: project+configs).")
     ] = None,
+    rehash: Annotated[
+        bool,
+        typer.Option("--rehash", help="Read and hash every data file; trust no cached hash (the cache is rewritten)."),
+    ] = False,
     project: Project = Path("."),
     as_json: AsJson = False,
 ) -> int:
@@ -132,6 +136,7 @@ def run(
         overrides=tuple(param or ()),
         name=name,
         command=tuple(command) if command else None,
+        rehash=rehash,
     )
     _sigterm_interrupts()
     result = run_project(request, TerminalReporter(as_json))

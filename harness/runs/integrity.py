@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +32,7 @@ from harness.runs.records import Records
 from harness.runs.sealing import Checked
 from harness.storage.datasets import known
 from harness.storage.outputcheck import check_outputs
-from harness.storage.snapshot import Entry, Progress, load_snapshot
+from harness.storage.snapshot import Entry, Progress, forget_hashes, load_snapshot
 from harness.storage.store import Store, is_digest
 
 _WORKERS = min(8, (os.cpu_count() or 1) + 2)
@@ -224,19 +222,6 @@ def _rehash(store: Store, digests: list[str], progress: Progress | None) -> tupl
     return bad, len(sizes), total
 
 
-def _forget_cached_hashes(layout: Layout, digests: list[str]) -> None:
-    """Drop stat-cache rows that point at damaged objects, so the next snapshot re-reads those files and stores
-    them again (which replaces the damaged object). NOTE: the table is snapshot.py's ``stat_v1``; a cache that
-    cannot be opened only means the rows stay, which `harness data snapshot` after moving the object aside fixes."""
-    if not digests or not layout.stat_cache.exists():
-        return
-    try:
-        with closing(sqlite3.connect(layout.stat_cache, timeout=30)) as db, db:
-            db.executemany("DELETE FROM stat_v1 WHERE sha256 = ?", [(d,) for d in digests])
-    except sqlite3.Error:
-        pass
-
-
 def verify(layout: Layout, run: str | None = None, progress: Progress | None = None) -> Report:
     """Check the run records against their seals (all, or one run's), re-hash every object of the project store
     (or the objects one run uses) and name what uses the bad ones."""
@@ -244,7 +229,8 @@ def verify(layout: Layout, run: str | None = None, progress: Progress | None = N
     scope, uses, records = _uses(layout, store, run)
     digests = sorted(uses.by_object) if run is not None else sorted(set(store) | set(uses.by_object))
     bad, checked, size = _rehash(store, digests, progress)
-    _forget_cached_hashes(layout, [d for d, what in bad.items() if what == "changed"])
+    # Their files are read again by the next snapshot, which stores them again and so replaces the damaged objects.
+    forget_hashes(layout.stat_cache, [d for d, what in bad.items() if what == "changed"])
     problems = tuple(
         Problem(d, what, str(store.path(d)), tuple(sorted(set(uses.by_object.get(d, [])))))
         for d, what in sorted(bad.items())

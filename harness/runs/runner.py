@@ -64,6 +64,7 @@ class RunRequest:
     overrides: tuple[str, ...] = ()
     name: str | None = None
     command: tuple[str, ...] | None = None
+    rehash: bool = False  # read every data file, trusting no cached hash
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -
         store,
         layout.stat_cache,
         progress=_byte_progress(reporter, "snapshotting data"),
+        rehash=request.rehash,
     )
     record = _initial_record(request, project, environment, archive, patch, data, host)
     # The lock itself, so a rebuild can rebuild the image from the recipe if its archive is gone.

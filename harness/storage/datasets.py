@@ -139,12 +139,17 @@ def root_names(paths: Sequence[Path], names: Sequence[str]) -> dict[str, Path]:
 
 
 def take(
-    layout: Layout, paths: Sequence[Path], names: Sequence[str] = (), progress: Progress | None = None
+    layout: Layout,
+    paths: Sequence[Path],
+    names: Sequence[str] = (),
+    progress: Progress | None = None,
+    rehash: bool = False,
 ) -> tuple[Snapshot, dict[str, str], bool]:
     """Snapshot paths into the project store as one tree (``name/...`` per path, the same layout a run mounts
-    at /data). Returns the snapshot, its sources and whether the registry recorded it."""
+    at /data). Returns the snapshot, its sources and whether the registry recorded it. ``rehash`` reads every
+    file, trusting no cached hash."""
     roots = root_names(paths, names)
-    snap = snapshot_roots(roots, Store(layout.objects), layout.stat_cache, progress)
+    snap = snapshot_roots(roots, Store(layout.objects), layout.stat_cache, progress, rehash)
     sources = {name: os.path.abspath(path) for name, path in roots.items()}
     return snap, sources, register(layout, snap, sources, ORIGIN_CLI)
 

@@ -3,8 +3,10 @@
 The manifest is canonical JSON ``{"version": 1, "entries": [...]}`` with entries sorted by path. It depends only
 on paths, content, kinds, executable bits and symlink targets -- never on mtimes, owners, creation order or host --
 so the same data gives the same digest anywhere. A stat cache (SQLite) lets an unchanged tree be re-snapshotted
-for about the cost of a directory walk: per file (size, mtime_ns, inode, dev) -> sha256, and per set of roots the
-whole last tree, so an unchanged tree also skips the per-file lookups and the manifest serialisation.
+for about the cost of a directory walk: per file (size, mtime_ns, ctime_ns, inode, dev) -> sha256, and per set of
+roots the whole last tree, so an unchanged tree also skips the per-file lookups and the manifest serialisation.
+ctime is what catches a file rewritten in place with its size kept and its mtime put back (``touch -r``, rsync):
+no one can set it back. ``rehash=True`` trusts no cache.
 ``materialize`` turns a digest back into a read-only tree of hardlinks.
 """
 
@@ -40,9 +42,18 @@ _FIELDS = ("path", "kind", "size", "executable", "sha256", "target")
 # Canonical JSON sorts keys, so every manifest starts like this: a data object (maybe gigabytes) passed by
 # mistake is refused without being read whole.
 _MANIFEST_HEAD = b'{"entries":['
-# A file modified within this window before it was hashed could be rewritten again with the same size and mtime
-# on a coarse-clock filesystem (ext3/HFS+ 1 s, FAT 2 s), so its cache row is not trusted (git's "racy clean").
-RACY_NS = 2_000_000_000
+# git's "racy clean" rule: a file changed within one tick of its filesystem's clock before it was hashed could
+# change again in that same tick and keep every stat field, so its cache row is not trusted and the next snapshot
+# reads it again. A timestamp of whole seconds comes from a coarse filesystem (ext4 with 128-byte inodes, HFS+: 1 s;
+# FAT: 2 s); any other from one that keeps sub-second times, stamped from the kernel's coarse clock, which ticks
+# at least every 10 ms (HZ >= 100; exFAT keeps 10 ms): the fine window covers that ten times over.
+RACY_COARSE_NS = 2_000_000_000
+RACY_FINE_NS = 100_000_000
+_SECOND = 1_000_000_000
+# The cache's tables carry their layout's version: a cache written by another layout is ignored (and dropped on
+# the next write), never misread. v2 added ctime_ns and the sub-second racy window.
+STAT_TABLE, TREE_TABLE = "stat_v2", "tree_v2"
+_OLD_TABLES = ("stat_v1", "tree_v1")
 _DIGEST = re.compile("[0-9a-f]{64}")
 _WORKERS = min(32, (os.cpu_count() or 1) + 4)  # more threads than cores: reads wait on the disk, not the GIL
 _NOTHING_CHANGED = "nothing was changed"
@@ -193,6 +204,10 @@ def _i64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def _u64(value: int) -> int:
+    return value if value >= 0 else value + (1 << 64)
+
+
 _ALL_DIGESTS = re.compile("(?:[0-9a-f]{64})*")
 # A fan-out directory is listed (one syscall per ~100 names) rather than stat-ing each object when it holds at most
 # this many bytes of directory per object looked up in it (ext4 uses ~72 bytes a name): listing a fan of a store
@@ -226,30 +241,47 @@ def _present(objects: str, shas: list[str]) -> list[bool]:
     return [sha in names or (sha[:2] in unlisted and os.path.isfile(f"{objects}/{sha[:2]}/{sha[2:]}")) for sha in shas]
 
 
+def _racy_window(ns: int) -> int:
+    return RACY_FINE_NS if ns % _SECOND else RACY_COARSE_NS
+
+
+def _settled(st: os.stat_result, hashed_at: int) -> bool:
+    """Whether a file with this lstat, hashed at ``hashed_at`` (ns), may be trusted later: neither its mtime nor
+    its ctime within the racy window. The SQL in _StatCache.load_rows is the same rule."""
+    m, c = st.st_mtime_ns, st.st_ctime_ns
+    return m + _racy_window(m) <= hashed_at and c + _racy_window(c) <= hashed_at
+
+
+_SETTLED = " AND ".join(
+    f"{col} + CASE WHEN {col} % {_SECOND} = 0 THEN {RACY_COARSE_NS} ELSE {RACY_FINE_NS} END <= hashed_at_ns"
+    for col in ("mtime_ns", "ctime_ns")
+)
+
+
 class _StatCache:
-    """abs path -> (size, mtime_ns, inode, dev, sha256, hashed_at_ns): one read of the whole table, one
+    """abs path -> (size, mtime_ns, ctime_ns, inode, dev, sha256, hashed_at_ns): one read of the whole table, one
     executemany write.
 
-    Also, per set of roots (the key holds their names and absolute paths), the whole last tree (tree_v1): every
-    file's (path, size, mtime_ns, inode, dev, mode), the dirs and symlinks, the resulting entries and manifest
-    digest. A re-snapshot that walks to exactly the same tree reuses them without reading stat_v1 or serialising
-    the manifest (its objects must still be in the store, and the manifest object must still hash to its name).
-    It is stored only when no file was "racy", and a trigger empties it whenever a stat_v1 row is deleted
-    (`harness verify` drops the rows of damaged objects so that their files are read again), so it never trusts
-    more than stat_v1 would.
+    Also, per set of roots (the key holds their names and absolute paths), the whole last tree (tree_v2): every
+    file's (path, size, mtime_ns, ctime_ns, inode, dev, mode), the dirs and symlinks, the resulting entries and
+    manifest digest. A re-snapshot that walks to exactly the same tree reuses them without reading stat_v2 or
+    serialising the manifest (its objects must still be in the store, and the manifest object must still hash to
+    its name). It is stored only when no file was "racy", and a trigger empties it whenever a stat_v2 row is
+    deleted (`harness verify` drops the rows of damaged objects so that their files are read again), so it never
+    trusts more than stat_v2 would.
     NOTE: it only saves time; a broken or unwritable cache means re-hashing, never failing."""
 
     def __init__(self, path: Path | None, store: Store, key: str) -> None:
         self.path, self.objects, self.key = path, str(store.root), key
-        # Only rows outside the racy window, keyed for a single tuple compare with (size, mtime_ns, ino, dev).
-        self.rows: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+        # Only rows outside the racy window, keyed for one tuple compare with (size, mtime_ns, ctime_ns, ino, dev).
+        self.rows: dict[str, tuple[tuple[int, int, int, int, int], str]] = {}
         self.updates: list[tuple[Any, ...]] = []
         self.tree: tuple[bytes, str] | None = None  # (marshalled (version, signature, entries), digest)
         self.new_tree: tuple[bytes, str] | None = None
         if path is not None and path.exists():
             try:
                 with closing(sqlite3.connect(path, timeout=30)) as db:
-                    row = db.execute("SELECT tree, digest FROM tree_v1 WHERE key = ?", (key,)).fetchone()
+                    row = db.execute(f"SELECT tree, digest FROM {TREE_TABLE} WHERE key = ?", (key,)).fetchone()
                 if row is not None and isinstance(row[0], bytes) and isinstance(row[1], str):
                     self.tree = (row[0], row[1])
             except sqlite3.Error:
@@ -273,26 +305,23 @@ class _StatCache:
             return
         try:
             with closing(sqlite3.connect(self.path, timeout=30)) as db:
+                query = f"SELECT path, size, mtime_ns, ctime_ns, inode, dev, sha256 FROM {STAT_TABLE} WHERE {_SETTLED}"
                 self.rows = {
-                    p: ((size, mtime, ino if ino >= 0 else ino + (1 << 64), dev if dev >= 0 else dev + (1 << 64)), sha)
-                    for p, size, mtime, ino, dev, sha in db.execute(
-                        "SELECT path, size, mtime_ns, inode, dev, sha256 FROM stat_v1 "
-                        "WHERE mtime_ns + ? <= hashed_at_ns",
-                        (RACY_NS,),
-                    )
+                    p: ((size, mtime, ctime, _u64(ino), _u64(dev)), sha)
+                    for p, size, mtime, ctime, ino, dev, sha in db.execute(query)
                 }
         except sqlite3.Error:
             pass
 
     def lookup_all(self, files: list[_Found]) -> list[str | None]:
-        """The cached sha256 of each file whose (size, mtime_ns, inode, dev) is unchanged and whose object is in
-        the store; None for the rest."""
+        """The cached sha256 of each file whose (size, mtime_ns, ctime_ns, inode, dev) is unchanged and whose object
+        is in the store; None for the rest."""
         get = self.rows.get
         hits: list[int] = []
         shas: list[str] = []
         for i, (_, abs_path, st) in enumerate(files):
             row = get(abs_path)
-            if row is not None and row[0] == (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev):
+            if row is not None and row[0] == (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev):
                 hits.append(i)
                 shas.append(row[1])
         if not _all_digests(shas):  # a bad row is rare
@@ -305,7 +334,8 @@ class _StatCache:
         return out
 
     def record(self, abs_path: str, st: os.stat_result, sha: str, hashed_at: int) -> None:
-        self.updates.append((abs_path, st.st_size, st.st_mtime_ns, _i64(st.st_ino), _i64(st.st_dev), sha, hashed_at))
+        row = (abs_path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, _i64(st.st_ino), _i64(st.st_dev), sha, hashed_at)
+        self.updates.append(row)
 
     def save(self) -> None:
         if self.path is None or not (self.updates or self.new_tree):
@@ -313,22 +343,38 @@ class _StatCache:
         try:
             make_file(self.path)  # no more open than the store: it lists the data's paths
             with closing(sqlite3.connect(self.path, timeout=30)) as db, db:  # one transaction, no per-file commit
+                for old in _OLD_TABLES:  # an older layout's rows are never read again (its trigger goes with it)
+                    db.execute(f"DROP TABLE IF EXISTS {old}")
                 db.execute(
-                    "CREATE TABLE IF NOT EXISTS stat_v1 (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
-                    "inode INTEGER, dev INTEGER, sha256 TEXT, hashed_at_ns INTEGER)"
+                    f"CREATE TABLE IF NOT EXISTS {STAT_TABLE} (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
+                    "ctime_ns INTEGER, inode INTEGER, dev INTEGER, sha256 TEXT, hashed_at_ns INTEGER)"
                 )
-                db.execute("CREATE TABLE IF NOT EXISTS tree_v1 (key TEXT PRIMARY KEY, tree BLOB, digest TEXT)")
+                db.execute(f"CREATE TABLE IF NOT EXISTS {TREE_TABLE} (key TEXT PRIMARY KEY, tree BLOB, digest TEXT)")
                 # INSERT OR REPLACE below does not fire it (recursive_triggers is off); a DELETE does.
                 db.execute(
-                    "CREATE TRIGGER IF NOT EXISTS stat_v1_delete AFTER DELETE ON stat_v1 BEGIN DELETE FROM tree_v1; END"
+                    f"CREATE TRIGGER IF NOT EXISTS {STAT_TABLE}_delete AFTER DELETE ON {STAT_TABLE} "
+                    f"BEGIN DELETE FROM {TREE_TABLE}; END"
                 )
-                db.executemany("INSERT OR REPLACE INTO stat_v1 VALUES (?, ?, ?, ?, ?, ?, ?)", self.updates)
+                db.executemany(f"INSERT OR REPLACE INTO {STAT_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self.updates)
                 if self.new_tree:
-                    db.execute("INSERT OR REPLACE INTO tree_v1 VALUES (?, ?, ?)", (self.key, *self.new_tree))
+                    db.execute(f"INSERT OR REPLACE INTO {TREE_TABLE} VALUES (?, ?, ?)", (self.key, *self.new_tree))
                 else:  # the tree changed, or was racy: the row no longer describes it
-                    db.execute("DELETE FROM tree_v1 WHERE key = ?", (self.key,))
+                    db.execute(f"DELETE FROM {TREE_TABLE} WHERE key = ?", (self.key,))
         except (sqlite3.Error, OSError):
             pass
+
+
+def forget_hashes(stat_cache: Path, digests: Sequence[str]) -> None:
+    """Drop the stat-cache rows that point at these objects (and with them every cached tree), so the next
+    snapshot reads those files again and stores them again. NOTE: a cache that cannot be opened keeps its rows;
+    `harness data snapshot --rehash` reads everything whatever the cache holds."""
+    if not digests or not stat_cache.exists():
+        return
+    try:
+        with closing(sqlite3.connect(stat_cache, timeout=30)) as db, db:
+            db.executemany(f"DELETE FROM {STAT_TABLE} WHERE sha256 = ?", [(d,) for d in digests])
+    except sqlite3.Error:
+        pass
 
 
 def _parallel(
@@ -438,15 +484,20 @@ def _gc_paused() -> Iterator[None]:
 
 
 def snapshot_roots(
-    roots: Mapping[str, Path], store: Store, stat_cache: Path | None = None, progress: Progress | None = None
+    roots: Mapping[str, Path],
+    store: Store,
+    stat_cache: Path | None = None,
+    progress: Progress | None = None,
+    rehash: bool = False,
 ) -> Snapshot:
-    """One virtual tree whose top-level entries are the root names (a file root is a single entry)."""
+    """One virtual tree whose top-level entries are the root names (a file root is a single entry). ``rehash``
+    reads every file whatever the stat cache says, and rewrites the cache from what was read."""
     with _gc_paused():
-        return _snapshot_roots(roots, store, stat_cache, progress)
+        return _snapshot_roots(roots, store, stat_cache, progress, rehash)
 
 
 def _snapshot_roots(
-    roots: Mapping[str, Path], store: Store, stat_cache: Path | None, progress: Progress | None
+    roots: Mapping[str, Path], store: Store, stat_cache: Path | None, progress: Progress | None, rehash: bool
 ) -> Snapshot:
     entries: list[_Row] = []
     files: list[_Found] = []
@@ -470,7 +521,7 @@ def _snapshot_roots(
             files.append((name, top, st))
         else:
             raise _special(top, st.st_mode)
-    return _build(entries, files, store, stat_cache, progress, repr(sorted(tops)))
+    return _build(entries, files, store, stat_cache, progress, repr(sorted(tops)), rehash)
 
 
 def snapshot_tree(
@@ -488,7 +539,7 @@ def _snapshot_tree(root: Path, store: Store, stat_cache: Path | None, progress: 
     entries: list[_Row] = []
     files: list[_Found] = []
     _walk(top, "", store, entries, files)
-    return _build(entries, files, store, stat_cache, progress, repr([("", top)]))
+    return _build(entries, files, store, stat_cache, progress, repr([("", top)]), False)
 
 
 def _build(
@@ -498,11 +549,15 @@ def _build(
     stat_cache: Path | None,
     progress: Progress | None,
     key: str,
+    rehash: bool,
 ) -> Snapshot:
     started = time.time_ns()  # before any read: a file modified after this is "racy" for the cache
     cache = _StatCache(stat_cache, store, key)
-    signature = (entries, [(r, t.st_size, t.st_mtime_ns, t.st_ino, t.st_dev, t.st_mode) for r, _, t in files])
-    same = cache.same_tree(signature)
+    signature = (
+        entries,
+        [(r, t.st_size, t.st_mtime_ns, t.st_ctime_ns, t.st_ino, t.st_dev, t.st_mode) for r, _, t in files],
+    )
+    same = None if rehash else cache.same_tree(signature)
     if same is not None:
         rows, digest = same
         shas = [e[4] or "" for e in rows if e[1] == "file"]
@@ -510,7 +565,8 @@ def _build(
             if progress:
                 progress(0, 0)
             return _snapshot(digest, _entries(rows))
-    cache.load_rows()
+    if not rehash:
+        cache.load_rows()
     cached = cache.lookup_all(files)
     todo = [i for i, sha in enumerate(cached) if sha is None]
 
@@ -545,7 +601,7 @@ def _build(
     manifest = [dict(zip(_FIELDS, e, strict=True)) for e in rows]
     digest = store.put_json({"version": MANIFEST_VERSION, "entries": manifest})
     # Kept only when every file is outside the racy window and was read at the size its lstat gave.
-    if all(st.st_mtime_ns + RACY_NS <= started for _, _, st in files) and all(
+    if all(_settled(st, started) for _, _, st in files) and all(
         size == files[i][2].st_size for i, (_, size) in results.items()
     ):
         cache.new_tree = (marshal.dumps((MANIFEST_VERSION, signature, rows)), digest)
