@@ -181,6 +181,22 @@ def test_bad_input_is_refused_clearly(
     assert "hint:" in result.stderr or exit_code == 102
 
 
+def test_code_with_a_submodule_is_refused_naming_it(project: Path, tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "helpers.py").write_text("X = 1\n")
+    for args in (("init", "-q", "-b", "main"), ("add", "-A"), ("commit", "-q", "-m", "lib")):
+        git(lib, *args)
+    git(project, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib), "vendor/lib")
+    commit_all(project, "add a submodule")
+    pinned = git(lib, "rev-parse", "HEAD").strip()
+    result = harness(project, "run")
+    assert result.returncode == 102, result.stderr
+    assert f"submodule vendor/lib (commit {pinned[:12]})" in result.stderr and "hint:" in result.stderr
+    assert "Traceback" not in result.stderr and "probe ran" not in result.stdout
+    assert json.loads(harness(project, "ls", "--json").stdout) == [], "nothing was run or recorded"
+
+
 def test_docker_unreachable_is_a_clear_error(project: Path) -> None:
     result = harness(project, "run", env=cli_env(DOCKER_HOST="unix:///nonexistent/docker.sock"))
     assert result.returncode == 106

@@ -160,6 +160,49 @@ def test_read_file_is_none_for_a_directory_or_an_unknown_commit(tmp_path: Path) 
     assert repo.read_file("HEAD", "pkg/a.py") == "1\n"
 
 
+def add_submodule(root: Path, source: Path, path: str) -> str:
+    """A real submodule of a local repository at path, committed; returns the commit it pins."""
+    git(root, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(source), path)
+    commit_all(root, f"add submodule {path}")
+    return git(source, "rev-parse", "HEAD").strip()
+
+
+def test_code_with_a_submodule_is_refused_naming_it_not_exported_empty(tmp_path: Path) -> None:
+    make_repo(tmp_path / "lib", {"helpers.py": "X = 1\n"})
+    make_repo(tmp_path / "proj", {"main.py": "from vendor.lib import helpers\n"})
+    pinned = add_submodule(tmp_path / "proj", tmp_path / "lib", "vendor/lib")
+    repo = Repository.open(tmp_path / "proj")
+    tree = repo.resolve("HEAD").tree
+    assert repo.submodules(tree) == [("vendor/lib", pinned)]
+    # What `git archive` alone makes of it: an empty directory where the submodule's files should be.
+    plain = subprocess.run(["git", "archive", tree], cwd=tmp_path / "proj", capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(plain)) as tar:
+        assert "vendor/lib" in tar.getnames() and not any(n.startswith("vendor/lib/") for n in tar.getnames())
+
+    out = io.BytesIO()
+    with pytest.raises(CodeError) as err:
+        repo.export_tree(tree, out)
+    assert f"submodule vendor/lib (commit {pinned[:12]})" in err.value.message
+    assert "vendor/lib would be an empty directory" in err.value.message
+    assert "git rm --cached vendor/lib" in (err.value.hint or "") and "package" in (err.value.hint or "")
+    assert out.getvalue() == b"", "nothing was exported"
+
+
+def test_submodules_are_named_relative_to_the_project_and_only_inside_it(tmp_path: Path) -> None:
+    make_repo(tmp_path / "lib", {"helpers.py": "X = 1\n"})
+    make_repo(tmp_path / "repo", {"proj/main.py": "1\n", "other/x.py": "2\n"})
+    pinned = add_submodule(tmp_path / "repo", tmp_path / "lib", "other/lib")
+    repo = Repository.open(tmp_path / "repo" / "proj")
+    tree = repo.resolve("HEAD").tree
+    assert repo.submodules(tree) == []  # a submodule elsewhere in the repository is not the project's code
+    repo.export_tree(tree, io.BytesIO())
+    add_submodule(tmp_path / "repo", tmp_path / "lib", "proj/ext/lib")
+    tree = Repository.open(tmp_path / "repo" / "proj").resolve("HEAD").tree
+    assert repo.submodules(tree) == [("ext/lib", pinned)]
+    with pytest.raises(CodeError, match="submodule ext/lib"):
+        repo.export_tree(tree, io.BytesIO())
+
+
 def fixed_tree(root: Path) -> str:
     """A tree with what a tar of code can hold: an executable, a symlink, nested and non-ASCII names, a path longer
     than ustar's 100 bytes, an empty file, binary content. Its id depends on nothing but this content."""

@@ -300,8 +300,36 @@ class Repository:
         found = {self._project_relative(p) for p in str(out).split("\0") if p}
         return sorted(p for p in found if (self.project / p).is_symlink() or (self.project / p).exists())
 
+    def submodules(self, tree: str) -> list[tuple[str, str]]:
+        """The git submodules in a tree (gitlinks, mode 160000): (path in the tree, the commit it pins), sorted."""
+        args = ("ls-tree", "-r", "-z", "--", tree)
+        status, out, err = self._run(*args)
+        if status != 0:
+            raise CodeError(f"git {' '.join(args)} failed: {_oneline(err, status)}")
+        found = []
+        for item in str(out).split("\0"):
+            if item.startswith("160000 "):
+                info, _, path = item.partition("\t")
+                found.append((path, info.split(" ")[2]))
+        return sorted(found)
+
     def export_tree(self, tree: str, dest: IO[bytes]) -> None:
-        """Write the tree as a tar: git's own archive of a tree, with a fixed mtime (no commit id, no time)."""
+        """Write the tree as a tar: git's own archive of a tree, with a fixed mtime (no commit id, no time).
+
+        A tree with a submodule is refused: `git archive` writes a submodule as an empty directory, so the code
+        would lack what the commit names, silently."""
+        subs = self.submodules(tree)
+        if subs:
+            named = ", ".join(f"{path} (commit {commit[:12]})" for path, commit in subs)
+            first = subs[0][0]
+            empty = f"{first} would be an empty directory" if len(subs) == 1 else "they would be empty directories"
+            raise CodeError(
+                f"the code has git submodule{'s' if len(subs) > 1 else ''} {named}: a run's /code holds only this "
+                f"repository's own committed files, so {empty}",
+                f"put its files in this repository (`git rm --cached {first} && rm -rf {first}/.git && git add "
+                f"{first}`, drop its entry from .gitmodules, commit), or install it as a package through the lock; "
+                "nothing was run",
+            )
         # `git archive` through GitPython rather than Repo.archive, whose errors carry git's message only reformatted.
         status, _, err = self._run("archive", "--format=tar", f"--mtime=@{CODE_MTIME}", "--", tree, output_stream=dest)
         if status != 0:

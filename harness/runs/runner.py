@@ -179,11 +179,12 @@ def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -
     engine = engine or connect()
     host = host_facts(engine.version())
 
-    environment = images.ensure_environment(project.recipe, project.lock, layout, engine, reporter.progress)
-
+    # The code before the environment: code that cannot be run (a submodule) is refused before any image is built.
     reporter.progress("hashing code")
     archive = codebase.archive_tree(project.repo, project.commit.tree, store, layout.store / "code")
     patch = codebase.capture_dirty(project.repo, list(project.changes), store) if project.changes else None
+
+    environment = images.ensure_environment(project.recipe, project.lock, layout, engine, reporter.progress)
 
     data = snapshot.snapshot_roots(
         {d.name: d.path for d in project.config.data},
