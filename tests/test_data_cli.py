@@ -207,9 +207,9 @@ def test_data_commands_have_help(tmp_path: Path, command: str) -> None:
 
 @pytest.mark.docker
 def test_run_with_a_corrupted_data_object_stops_before_starting(probe_project: Path) -> None:
-    # An old mtime, so the stat cache trusts its row and the second run does not re-read (and so repair) the file.
-    past = 1_600_000_000
-    os.utime(probe_project / "data" / "numbers" / "values.txt", (past, past))
+    # Data written a while ago, so the stat cache trusts its row and the second run does not re-read (and so
+    # repair) the file.
+    settle(probe_project / "data" / "numbers")
     first = harness(probe_project, "run", "--json")
     assert first.returncode == 0, first.stderr
     run = json.loads(first.stdout)
