@@ -42,6 +42,7 @@ _NODE_NAMES = {
     "IfExp": "an if-expression",
     "NamedExpr": "an assignment",
 }
+MAX_DEPTH = 100  # levels of the parsed expression: each not, and/or, comparison, name part or list is one
 WHERE_EXAMPLES = (
     'metrics.rmse_test < 40 and params.model == "linear_regression"\n'
     '  status == "failed" or dirty\n'
@@ -76,9 +77,23 @@ def parse_where(text: str) -> Where:
         # Python reports offset 0 for "ended too early": point past the end then.
         col = exc.offset - 1 if exc.offset else len(text)
         raise _error(text, col, f"not a valid expression ({exc.msg})") from None
+    except RecursionError:  # the parser's own limit, far beyond MAX_DEPTH (`not` x 3000)
+        raise _error(text, 0, f"nested more than {MAX_DEPTH} levels deep") from None
+    _check_depth(text, tree)
     names: set[Path_] = set()
     _check(text, tree, names)
     return Where(text, _compile(tree), frozenset(names))
+
+
+def _check_depth(text: str, tree: ast.expr) -> None:
+    """Refuse an expression nested deeper than MAX_DEPTH before anything recurses over it (checking, compiling
+    and evaluating all do): `not not ... x` or `a.b.c...` a thousand deep is no query, and would be a traceback."""
+    stack: list[tuple[ast.AST, int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise _error(text, getattr(node, "col_offset", 0), f"nested more than {MAX_DEPTH} levels deep")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node) if isinstance(child, ast.expr))
 
 
 def _error(text: str, col: int, what: str) -> QueryError:
@@ -259,7 +274,7 @@ def parse_sort(text: str) -> SortKey:
     try:
         node = ast.parse(body, mode="eval").body
         path = _path(body, node)
-    except (SyntaxError, QueryError):
+    except (SyntaxError, QueryError, RecursionError):
         raise QueryError(
             f"--sort {text!r}: expected a dotted field name", "for example --sort metrics.rmse_test (- for descending)"
         ) from None
@@ -300,15 +315,19 @@ def select(
 
 def varying(records: list[dict[str, Any]], group: str) -> tuple[list[str], dict[str, Any]]:
     """The flattened keys of ``group`` (params or metrics) whose values differ across records, and the constant
-    ones with their single value."""
-    columns: dict[str, None] = {}
+    ones with their single value. Linear in the number of keys: a run with 300,000 metrics must not cost minutes."""
     values: dict[str, set[str]] = {}
+    seen_in: dict[str, int] = {}  # how many records have the key
     flats = [flat(r.get(group) or {}) for r in records]
     for f in flats:
         for key, value in f.items():
-            columns.setdefault(key)
             values.setdefault(key, set()).add(repr(value))
-    keys = sorted(columns)
-    changing = [k for k in keys if len(values[k]) > 1 or any(k not in f for f in flats)]
-    constant = {k: flats[0][k] for k in keys if k not in changing}
+            seen_in[key] = seen_in.get(key, 0) + 1
+    changing: list[str] = []
+    constant: dict[str, Any] = {}
+    for key in sorted(values):
+        if len(values[key]) > 1 or seen_in[key] < len(flats):
+            changing.append(key)
+        else:
+            constant[key] = flats[0][key]
     return changing, constant
