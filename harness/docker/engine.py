@@ -184,9 +184,17 @@ class DockerEngine:
 
     # -- containers ---------------------------------------------------------------------------------------
     def _create(self, spec: ContainerSpec) -> str:
+        from docker.types import Mount as DockerMount
+
         api = self._api
         host_config = api.create_host_config(
-            binds=[f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts],
+            # Mounts, not Binds: a bind is one "source:target:mode" string, so a path holding ":" (a project in
+            # "pro:ject") was "invalid volume specification"; a Mount names each part. It also never creates a
+            # missing source directory on the host, as a bind would.
+            mounts=[
+                DockerMount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only)
+                for m in spec.mounts
+            ],
             tmpfs=dict(spec.tmpfs),
             network_mode="bridge" if spec.network else "none",
             read_only=spec.read_only_root,
