@@ -7,6 +7,7 @@ from the commit being run (see runner), so an uncommitted edit to it cannot leak
 from __future__ import annotations
 
 import difflib
+import os
 import shlex
 import tomllib
 from collections.abc import Mapping
@@ -161,6 +162,11 @@ def parse_config(text: str, file: Path, root: Path) -> ProjectConfig:
     threads = int(table.get("threads", 1))
     if threads < 1:
         raise ConfigError(f"{path_of('threads')}: must be at least 1, got {threads}")
+    if threads > (cpus := host_cpus()):
+        raise ConfigError(
+            f"{path_of('threads')}: {threads} is more than the {cpus} CPUs of this machine",
+            f"set threads to {cpus} or fewer: more threads than CPUs only compete for them",
+        )
     build_network = table.get("build_network", "none")
     if build_network not in BUILD_NETWORKS:
         raise ConfigError(
@@ -187,6 +193,12 @@ def parse_config(text: str, file: Path, root: Path) -> ProjectConfig:
         threads=threads,
         build_network=build_network,
     )
+
+
+def host_cpus() -> int:
+    """The machine's CPUs, as the record's ``host.cpus`` counts them: the container gets no cpuset, so it can use
+    them all whatever this process's own affinity (``taskset``) is."""
+    return os.cpu_count() or 1
 
 
 def load_config(start: Path) -> ProjectConfig:
