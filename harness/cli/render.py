@@ -23,8 +23,13 @@ def _fmt_value(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def _kv(values: dict[str, Any]) -> str:
-    return " ".join(f"{k}={_fmt_value(v)}" for k, v in flat(values).items()) or "-"
+SUMMARY_METRICS = 30  # the run summary names this many; `harness show` has them all
+
+
+def _kv(values: dict[str, Any], limit: int | None = None) -> str:
+    items = list(flat(values).items())
+    shown = " ".join(f"{k}={_fmt_value(v)}" for k, v in items[:limit]) or "-"
+    return shown + (f" ... and {len(items) - limit:,} more" if limit is not None and len(items) > limit else "")
 
 
 def _status(record: Mapping[str, Any]) -> str:
@@ -45,7 +50,7 @@ def run_summary(record: Mapping[str, Any]) -> str:
         f"  outputs  {len(record['outputs']['files'])} files",
     ]
     if record.get("metrics"):
-        lines.append(f"  metrics  {_kv(record['metrics'])}")
+        lines.append(f"  metrics  {_kv(record['metrics'], SUMMARY_METRICS)}")
     if record.get("metrics_error"):
         lines.append(f"  warning  {record['metrics_error']}")
     skipped = record["outputs"].get("skipped") or []
@@ -54,6 +59,11 @@ def run_summary(record: Mapping[str, Any]) -> str:
             f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
         )
         lines.append(f"  warning  {len(skipped)} output(s) not recorded: {names} (why: harness show {record['id']})")
+    if truncated := record.get("metrics_truncated"):
+        lines.append(
+            f"  warning  {truncated['total']:,} metrics: the record keeps the first {truncated['kept']:,}; "
+            "all are in the metrics files in the outputs"
+        )
     if record.get("params_unread"):
         # Only known when the code loaded its params through harness_params (params_read is not null).
         unread = ", ".join(record["params_unread"])

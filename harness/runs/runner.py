@@ -420,9 +420,12 @@ def _collect(record: RunRecord, paths: RunPaths, store: Store, layout: Layout, r
     record.pop("metrics_error", None)
     record.pop("metrics_steps", None)
     record.pop("metrics_steps_object", None)
+    record.pop("metrics_truncated", None)
     record.pop("params_read_error", None)
     found = tracking.read_metrics(paths.outputs, record["outputs"]["files"])
     record["metrics"] = found.metrics
+    if found.truncated_from is not None:
+        record["metrics_truncated"] = {"kept": tracking.MAX_METRIC_KEYS, "total": found.truncated_from}
     if found.steps is not None:
         record["metrics_steps"] = found.steps
         record["metrics_steps_object"] = found.steps_object

@@ -103,6 +103,11 @@ class Runtime(TypedDict):
     params_helper: str
 
 
+class MetricsTruncated(TypedDict):
+    kept: int  # the first this many flattened keys, in the order the files gave them
+    total: int  # flattened keys the run reported
+
+
 class Host(TypedDict):
     engine_version: str | None
     engine_api: str | None
@@ -151,3 +156,4 @@ class RunRecord(TypedDict):
     metrics_steps: NotRequired[int]
     metrics_steps_object: NotRequired[str | None]
     metrics_error: NotRequired[str]
+    metrics_truncated: NotRequired[MetricsTruncated]  # more metrics than the record keeps; all are in the files

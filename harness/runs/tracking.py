@@ -10,6 +10,10 @@ Metrics: ``metrics.json`` (a flat or nested object) and ``metrics.jsonl`` (one o
 ``{"step": 3, "loss": 0.41}``) in the outputs. The record's ``metrics`` holds the last value of each key over
 the steps, overridden by ``metrics.json``; the steps themselves stay in the output file, so the record only
 counts them (``metrics_steps``) and names the file's object (``metrics_steps_object``).
+
+Bounds: the record keeps the first MAX_METRIC_KEYS flattened keys and says so (``metrics_truncated``), since
+every `harness ls` reads them; a file nested deeper than MAX_METRICS_DEPTH is not read (``metrics_error``). The
+files stay in the outputs either way, and the run keeps its status.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ LIB_TARGET = "/harness/lib"
 STATE_TARGET = "/harness/state"
 READ_FILE = "params_read.json"
 STEP_KEYS = ("step",)  # the index of a step, not a metric
+MAX_METRIC_KEYS = 10_000  # flattened keys a record keeps
+MAX_METRICS_DEPTH = 32  # levels of nesting in metrics.json or a line of metrics.jsonl
 
 
 def store_helper(store: Store) -> str:
@@ -98,12 +104,14 @@ def _leaves(values: dict[str, Any], prefix: str = "") -> list[str]:
 @dataclass(frozen=True)
 class Metrics:
     """The record's ``metrics``, and with a metrics.jsonl ``metrics_steps`` (its number of steps) and
-    ``metrics_steps_object``; ``error`` (``metrics_error``) names the first unreadable line or file."""
+    ``metrics_steps_object``; ``error`` (``metrics_error``) names the first unreadable line or file;
+    ``truncated_from``: the number of flattened keys reported when that is more than the record keeps."""
 
     metrics: dict[str, Any]
     steps: int | None = None
     steps_object: str | None = None
     error: str | None = None
+    truncated_from: int | None = None
 
 
 def read_metrics(outputs: Path, files: dict[str, str]) -> Metrics:
@@ -120,9 +128,7 @@ def read_metrics(outputs: Path, files: dict[str, str]) -> Metrics:
                 if not line.strip():
                     continue
                 try:
-                    step = json.loads(line)
-                    if not isinstance(step, dict):
-                        raise ValueError("not a JSON object")
+                    step = _json_object(line)
                 except ValueError as exc:
                     errors.append(f"outputs/metrics.jsonl line {number}: {exc}")
                     continue
@@ -133,19 +139,54 @@ def read_metrics(outputs: Path, files: dict[str, str]) -> Metrics:
     summary_file = outputs / "metrics.json"
     if summary_file.is_file():
         try:
-            summary = json.loads(summary_file.read_text(encoding="utf-8"))
-            if not isinstance(summary, dict):
-                raise ValueError("not a JSON object")
-            _deep_update(metrics, summary)
+            _deep_update(metrics, _json_object(summary_file.read_text(encoding="utf-8")))
         except ValueError as exc:
             errors.append(f"outputs/metrics.json: {exc}")
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    kept, total = _first_keys(metrics, MAX_METRIC_KEYS)
     return Metrics(
-        metrics=metrics,
+        metrics=kept,
         steps=steps,
         steps_object=files.get("metrics.jsonl") if steps is not None else None,
         error=errors[0] + more if errors else None,
+        truncated_from=total if total > MAX_METRIC_KEYS else None,
     )
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    too_deep = ValueError(f"nested more than {MAX_METRICS_DEPTH} levels deep, so not read (it stays in the outputs)")
+    try:
+        value = json.loads(text)
+    except RecursionError:  # the parser's own limit, far beyond ours
+        raise too_deep from None
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_METRICS_DEPTH:
+            raise too_deep
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return value
+
+
+def _first_keys(values: dict[str, Any], limit: int) -> tuple[dict[str, Any], int]:
+    """The first ``limit`` leaves of ``values`` (as harness.flatten counts them), nested as they were, and the
+    number of leaves in all."""
+    kept: dict[str, Any] = {}
+    total = 0
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            part, count = _first_keys(value, max(0, limit - total))
+            if part:
+                kept[key] = part
+            total += count
+        else:
+            if total < limit:
+                kept[key] = value
+            total += 1
+    return kept, total
 
 
 def _deep_update(target: dict[str, Any], layer: dict[str, Any]) -> None:
