@@ -64,6 +64,8 @@ def run_summary(record: Mapping[str, Any]) -> str:
             f"  warning  {truncated['total']:,} metrics: the record keeps the first {truncated['kept']:,}; "
             "all are in the metrics files in the outputs"
         )
+    if omitted := (record.get("runtime") or {}).get("params_env_omitted"):
+        lines.append(f"  warning  too long for HARNESS_PARAM_* variables, only in params.json: {', '.join(omitted)}")
     if record.get("params_unread"):
         # Only known when the code loaded its params through harness_params (params_read is not null).
         unread = ", ".join(record["params_unread"])

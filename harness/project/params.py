@@ -1,5 +1,9 @@
 """Params: config defaults, then named configs from the params file (``-c NAME``, later wins), then
 ``-p key=value`` overrides (YAML scalars, dotted keys for nesting). The result keeps where each value came from.
+
+Bounds: YAML aliases may add at most MAX_ALIAS_NODES nodes to what was written and nothing may nest deeper than
+MAX_DEPTH (a 687-byte "billion laughs" file would otherwise expand to 10^9 values); a HARNESS_PARAM_* variable
+longer than MAX_ENV_VALUE, or beyond MAX_ENV_TOTAL for all of them, is left out (the value is in params.json).
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ from harness.errors import ConfigError
 from harness.flatten import flat
 
 _ENV_SAFE = re.compile(r"[^A-Za-z0-9]+")
+MAX_ALIAS_NODES = 100_000  # values YAML aliases may add beyond those written out
+MAX_DEPTH = 100  # levels of nesting in a params file or a -p value
+MAX_ENV_VALUE = 32 * 1024  # bytes of one HARNESS_PARAM_* variable (Linux refuses a single one over 128 KiB)
+MAX_ENV_TOTAL = 256 * 1024  # bytes of all of them (with argv, under the kernel's 2 MiB at the usual stack limit)
 
 
 @dataclass(frozen=True)
@@ -28,12 +36,29 @@ class Params:
         return sha256_json(self.values)
 
     def env(self) -> dict[str, str]:
-        """``HARNESS_PARAM_<KEY>`` for every leaf (nested keys joined by ``__``); JSON for lists."""
+        """``HARNESS_PARAM_<KEY>`` for every leaf (nested keys joined by ``__``); JSON for lists. A variable over
+        MAX_ENV_VALUE, or beyond MAX_ENV_TOTAL for all, is left out (see :meth:`env_omitted`)."""
+        return self._env()[0]
+
+    def env_omitted(self) -> list[str]:
+        """The dotted params whose variable :meth:`env` leaves out for its size; the code finds them only in
+        /harness/params.json (a process cannot start with a 3 MB variable: "argument list too long")."""
+        return self._env()[1]
+
+    def _env(self) -> tuple[dict[str, str], list[str]]:
         out: dict[str, str] = {}
+        omitted: list[str] = []
+        total = 0
         for key, value in flat(self.values).items():
             name = "HARNESS_PARAM_" + "__".join(_ENV_SAFE.sub("_", part).upper() for part in key.split("."))
-            out[name] = _env_value(value)
-        return out
+            text = _env_value(value)
+            size = len(name.encode()) + len(text.encode()) + 2  # "NAME=value\0"
+            if size > MAX_ENV_VALUE or total + size > MAX_ENV_TOTAL:
+                omitted.append(key)
+                continue
+            out[name] = text
+            total += size
+        return out, omitted
 
 
 def load_named_configs(text: str | None, where: str) -> dict[str, dict[str, Any]]:
@@ -41,7 +66,7 @@ def load_named_configs(text: str | None, where: str) -> dict[str, dict[str, Any]
         return {}
     yaml = _yaml()
     try:
-        data = yaml.safe_load(text)
+        data = _safe_load(text, where)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML: {exc}") from None
     if data is None:
@@ -77,7 +102,7 @@ def merge_params(
             raise ConfigError(f"-p {item!r}: expected key=value", "for example -p lr=0.01 or -p model.depth=3")
         yaml = _yaml()
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = _safe_load(raw, f"-p {key}") if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         nested: dict[str, Any] = {}
@@ -112,6 +137,72 @@ def _env_value(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True)
+
+
+def _safe_load(text: str, where: str) -> Any:
+    """``yaml.safe_load``, but the document's size with every alias expanded, and its depth, are checked on the
+    composed node graph (where an alias is one shared node, so this costs what the text costs) before any value
+    is built: later steps (flattening, digests, the JSON file) walk the expanded values."""
+    yaml = _yaml()
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise _too_deep(where) from None
+        if node is None:
+            return None
+        _check_expansion(node, where)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: Any, where: str) -> None:
+    """Count the nodes of the document as if every alias were written out, and its depth, without expanding it."""
+    yaml = _yaml()
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, depth)
+    distinct = 0
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        if finished:
+            on_path.discard(key)
+            parts = [sizes[id(child)] for child in children]
+            sizes[key] = (1 + sum(n for n, _ in parts), 1 + max((d for _, d in parts), default=0))
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise ConfigError(
+                f"{where}: a YAML alias refers to a value that contains it (a value without end)",
+                "write the value out, or use an anchor only for a finished value",
+            )
+        on_path.add(key)
+        distinct += 1
+        stack.append((node, True))
+        stack.extend((child, False) for child in children)
+    expanded, depth = sizes[id(root)]
+    if depth > MAX_DEPTH:
+        raise _too_deep(where)
+    if expanded - distinct > MAX_ALIAS_NODES:
+        raise ConfigError(
+            f"{where}: YAML aliases expand to {expanded:,} values from the {distinct:,} written, more than the "
+            f"{MAX_ALIAS_NODES:,} extra values harness allows aliases to add",
+            "write the values out, or use fewer aliases of aliases",
+        )
+
+
+def _too_deep(where: str) -> ConfigError:
+    return ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep", "flatten the params")
 
 
 def _yaml() -> Any:

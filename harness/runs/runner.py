@@ -27,7 +27,7 @@ from harness.files import make_dirs, make_file, withheld
 from harness.paths import Layout, in_ci
 from harness.project import codebase
 from harness.project.config import ProjectConfig, find_config_file, parse_config
-from harness.project.params import Params, load_named_configs, merge_params
+from harness.project.params import MAX_ENV_TOTAL, MAX_ENV_VALUE, Params, load_named_configs, merge_params
 from harness.project.projectfiles import CommittedFiles
 from harness.project.vcs import Change, CommitInfo, Repository
 from harness.runs import schema, tracking
@@ -229,6 +229,12 @@ def execute(inputs: Inputs, record: RunRecord, engine: Engine, reporter: Reporte
         spec = _prepare(inputs, paths, work, store)
         record["runtime"] = _runtime(spec, inputs)
         records.write(record)
+        if omitted := record["runtime"].get("params_env_omitted"):
+            reporter.progress(
+                f"warning: params too long for an environment variable (over {MAX_ENV_VALUE // 1024} KiB, or "
+                f"{MAX_ENV_TOTAL // 1024} KiB for all): {', '.join(omitted)}; no HARNESS_PARAM_* for them, "
+                "the code finds them in /harness/params.json"
+            )
         # Only now: a run that fails while its inputs are checked and laid out never "started".
         reporter.started(paths.id)
         reporter.progress(f"running {' '.join(spec.command)}")
@@ -381,7 +387,7 @@ def _prepare(inputs: Inputs, paths: RunPaths, work: Path, store: Store) -> Conta
 
 def _runtime(spec: ContainerSpec, inputs: Inputs) -> schema.Runtime:
     described = spec.to_dict()
-    return {
+    runtime: schema.Runtime = {
         "user": described["user"],
         "network": described["network"],
         "read_only_root": described["read_only_root"],
@@ -395,6 +401,9 @@ def _runtime(spec: ContainerSpec, inputs: Inputs) -> schema.Runtime:
         "threads": inputs.threads,
         "params_helper": inputs.helper,
     }
+    if omitted := inputs.params.env_omitted():
+        runtime["params_env_omitted"] = omitted
+    return runtime
 
 
 def _collect(record: RunRecord, paths: RunPaths, store: Store, layout: Layout, reporter: Reporter) -> None:

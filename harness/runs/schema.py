@@ -101,6 +101,7 @@ class Runtime(TypedDict):
     env: dict[str, str]
     threads: int
     params_helper: str
+    params_env_omitted: NotRequired[list[str]]  # dotted params too long for a HARNESS_PARAM_* variable
 
 
 class MetricsTruncated(TypedDict):
