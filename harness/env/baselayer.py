@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shlex
 import shutil
 import subprocess
@@ -154,6 +155,17 @@ def mmdebstrap_mode() -> str:
     return "root" if os.geteuid() == 0 else "unshare"
 
 
+def _primary_group_note() -> str:
+    """newuidmap refuses a process whose group is not the user's own, as under `sg docker` or `newgrp docker`."""
+    own = pwd.getpwuid(os.getuid()).pw_gid
+    if os.getegid() == own:
+        return ""
+    return (
+        f"; your group is now {os.getegid()}, not your own ({own}), as under `sg` or `newgrp`, and newuidmap refuses "
+        "that: run harness from a fresh login (or `sudo -u $USER harness ...`)"
+    )
+
+
 def _mmdebstrap(recipe: Recipe, layout: Layout, store: Store) -> tuple[str, int]:
     tmp_root = layout.cache / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
@@ -178,6 +190,7 @@ def _mmdebstrap(recipe: Recipe, layout: Layout, store: Store) -> tuple[str, int]
                     "; as a user other than root harness runs mmdebstrap in unshare mode, which needs user namespaces "
                     "(sysctl kernel.unprivileged_userns_clone=1 where the kernel has it) and a range for you in "
                     "/etc/subuid and /etc/subgid (usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER)"
+                    + _primary_group_note()
                 )
             )
             raise EnvironmentBuildError(
