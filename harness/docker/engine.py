@@ -282,6 +282,42 @@ class DockerEngine:
                 raise
         return True
 
+    def containers(self, labels: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """The containers the engine has, running or not (all of them, or those carrying every one of ``labels``):
+        each its ``id``, ``name``, ``image_id``, ``state`` ("running", "exited", "created", ...) and ``labels``."""
+        filters = {"label": [f"{key}={value}" for key, value in labels.items()]} if labels else None
+        with self._talking("listing containers"):
+            found = self._api.containers(all=True, filters=filters)
+        return [
+            {
+                "id": str(c["Id"]),
+                "name": str((c.get("Names") or ["/"])[0]).lstrip("/"),
+                "image_id": str(c.get("ImageID") or ""),
+                "state": str(c.get("State") or ""),
+                "labels": dict(c.get("Labels") or {}),
+            }
+            for c in found
+        ]
+
+    def images(self, repository: str) -> list[dict[str, Any]]:
+        """The images with a tag in ``repository``: each its ``id``, ``tags`` (every repository's) and ``size``."""
+        with self._talking(f"listing the images of {repository}"):
+            found = self._api.images(name=repository)
+        return [
+            {
+                "id": str(i["Id"]),
+                "tags": [str(t) for t in i.get("RepoTags") or [] if t != "<none>:<none>"],
+                "size": int(i.get("Size") or 0),
+            }
+            for i in found
+        ]
+
+    def untag_image(self, ref: str) -> None:
+        """``docker rmi ref``, not forced: the tag goes, and with its last tag the image, unless a container uses
+        it (then a HarnessError with the engine's words, and nothing is removed)."""
+        with self._talking(f"docker rmi {ref}"):
+            self._api.remove_image(ref, force=False)
+
     def export_path(self, container_id: str, path: str, dest: IO[bytes]) -> None:
         """Write ``path`` of a (stopped) container to ``dest`` as the engine's tar stream."""
         what = f"copying {path} out of container {container_id[:12]}"

@@ -8,7 +8,7 @@ failures the real engine cannot produce on demand (an engine that dies half way 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -138,6 +138,19 @@ class Engine(Protocol):
         ...
 
     def remove(self, container_id: str) -> None: ...
+
+    def containers(self, labels: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """The containers the engine has, running or not (all, or those carrying every one of ``labels``): each
+        its ``id``, ``name``, ``image_id``, ``state`` and ``labels``."""
+        ...
+
+    def images(self, repository: str) -> list[dict[str, Any]]:
+        """The images with a tag in ``repository``: each its ``id``, ``tags`` and ``size`` in bytes."""
+        ...
+
+    def untag_image(self, ref: str) -> None:
+        """``docker rmi ref`` without force: the image goes with its last tag, unless a container uses it."""
+        ...
 
     def export_path(self, container_id: str, path: str, dest: IO[bytes]) -> None:
         """Write ``path`` of a stopped container to ``dest`` as a tar stream."""
