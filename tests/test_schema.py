@@ -22,6 +22,7 @@ SECTIONS = {
     "runtime": schema.Runtime,
     "host": schema.Host,
     "error": schema.Error,
+    "process": schema.Process,
 }
 
 

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from harness.cli.app import AsJson, Project, command
+from harness.cli.recovered import finish_dead_runs
 from harness.errors import ConfigError
 
 
@@ -78,6 +79,7 @@ def list_runs(
 
     if as_json and as_csv:
         raise ConfigError("--json and --csv both asked for", "choose one output format")
+    finish_dead_runs(project)
     records, total = query_runs(project, where, sort, limit, full=as_json)
     if as_json:
         text = json.dumps(records, indent=2, sort_keys=True) + "\n"

@@ -17,9 +17,10 @@ from typing import Annotated, Any
 import typer
 
 from harness import __version__
-from harness.cli import data, env, ls, ui, verify
+from harness.cli import data, env, gc, ls, ui, verify
 from harness.cli.app import AsJson, Interrupted, Project, command, help_without_command, new_app
 from harness.cli.output import STATE, TerminalReporter, echo, json_mode, print_json
+from harness.cli.recovered import finish_dead_runs
 from harness.errors import ERRORS, INTERRUPTED_EXIT_CODE, HarnessError, UsageError
 
 DESCRIPTION = """Reproducible runs by construction: the committed code, an image pinned by hash, a hashed read-only
@@ -50,6 +51,7 @@ def build_app() -> typer.Typer:
     ui.register(app)
     data.register(app)
     verify.register(app)
+    gc.register(app)
     return app
 
 
@@ -138,6 +140,7 @@ def run(
         command=tuple(command) if command else None,
         rehash=rehash,
     )
+    finish_dead_runs(project)
     _sigterm_interrupts()
     result = run_project(request, TerminalReporter(as_json))
     if as_json:
@@ -158,6 +161,7 @@ def show(run_id: RunId, project: Project = Path("."), as_json: AsJson = False) -
     from harness.cli.render import show_record
     from harness.runs.history import check_record
 
+    finish_dead_runs(project)
     checked = check_record(project, run_id)
     if as_json:
         print_json(checked.record)
@@ -179,6 +183,7 @@ def rebuild(run_id: RunId, project: Project = Path("."), as_json: AsJson = False
     from harness.cli.render import rebuild_report
     from harness.runs.rebuild import rebuild as rebuild_run
 
+    finish_dead_runs(project)
     _sigterm_interrupts()
     result = rebuild_run(project, run_id, TerminalReporter(as_json))
     if as_json:
@@ -204,6 +209,7 @@ def diff_runs(
     from harness.cli.render import runs_diff
     from harness.runs.history import diff_runs as compare_runs
 
+    finish_dead_runs(project)
     result = compare_runs(project, run_a, run_b)
     if as_json:
         print_json(result)

@@ -74,6 +74,14 @@ def run_summary(record: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _duration(record: Mapping[str, Any]) -> str:
+    if record.get("duration_s") is not None:
+        return f"{record['duration_s']} s"
+    if record.get("status") == "running":
+        return "running"
+    return f"ended {record.get('finished_at')}, duration unknown" if record.get("finished_at") else "duration unknown"
+
+
 def _unread(record: Mapping[str, Any]) -> str:
     if record.get("params_read") is None:
         return "not known (the code did not load its params through harness_params)"
@@ -96,7 +104,7 @@ def show_record(record: Mapping[str, Any], seal: str | None = None, seal_state: 
     if seal_state is not None:
         rows.append(("sealed", (f"sha256 {seal[:16]}, " if seal else "") + SEAL_STATES[seal_state]))
     rows += [
-        ("started", f"{record.get('started_at')}  ({record.get('duration_s')} s)"),
+        ("started", f"{record.get('started_at')}  ({_duration(record)})"),
         ("command", " ".join(record["command"])),
         ("commit", f"{code['commit']}  {code.get('subject') or ''}"),
         ("tree", code["tree"] + (f"  (project path {code['project_path']})" if code.get("project_path") else "")),

@@ -11,6 +11,7 @@ import typer
 from harness.cli.app import AsJson, Project, command
 from harness.cli.data import layout_of
 from harness.cli.output import ByteProgress, echo, human, print_json
+from harness.cli.recovered import finish_dead_runs
 
 
 def register(app: typer.Typer) -> None:
@@ -48,6 +49,7 @@ def verify(
     """
     from harness.runs.integrity import verify as verify_store
 
+    finish_dead_runs(project)
     progress = ByteProgress("verifying")
     try:
         report = verify_store(layout_of(project), run, progress)

@@ -179,6 +179,19 @@ def _uses(layout: Layout, store: Store, run: str | None) -> tuple[str, _Uses, li
     return "store", uses, checked
 
 
+def referenced(layout: Layout, store: Store) -> tuple[dict[str, list[str]], list[Checked]]:
+    """Every object the project store's records, seals and known snapshots name, with what uses each, and every
+    record as checked. A record changed since its run ended counts twice: as sealed and as its file now says."""
+    _scope, uses, checked = _uses(layout, store, None)
+    for each in checked:
+        if not each.ok and each.record is not None:
+            uses.run(each.record, None)
+            snap = (each.record.get("data") or {}).get("snapshot")
+            if isinstance(snap, str) and is_digest(snap) and snap not in uses.by_object:
+                uses.snapshot(snap, [each.run])
+    return uses.by_object, checked
+
+
 def _hash(path: str, counter: list[int]) -> str:
     hasher = hashlib.sha256()
     with open(path, "rb") as fh:

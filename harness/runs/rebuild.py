@@ -37,6 +37,7 @@ from harness.runs.runner import Inputs, Reporter, execute
 from harness.runs.schema import Code, Host, RunRecord
 from harness.storage import snapshot
 from harness.storage.store import Store
+from harness.storage.storelock import adding_objects
 
 REBUILD_DIFFERS_EXIT_CODE = 1
 
@@ -70,6 +71,13 @@ def rebuild(project_dir: Path, ref: str, reporter: Reporter, engine: Engine | No
     original = records.read(ref)
     if original["status"] == "running":
         raise HarnessError(f"run {original['id']} is still running", "rebuild it after it has finished")
+    # A code archive exported again, and the new run's outputs, are referenced by nothing until its record names
+    # them: `harness gc` waits.
+    with adding_objects(layout.store, reporter.progress):
+        return _rebuild(layout, original, reporter, engine)
+
+
+def _rebuild(layout: Layout, original: RunRecord, reporter: Reporter, engine: Engine | None) -> RebuildResult:
     store = Store(layout.objects)
     engine = engine or connect()
 

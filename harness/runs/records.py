@@ -180,6 +180,11 @@ class Records:
         conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({_COLUMNS})")
         # Newest first is every listing's order: with this, `ls --limit 50` reads 50 rows, not all of them.
         conn.execute("CREATE INDEX IF NOT EXISTS runs_newest ON runs (started_at DESC, id)")
+        # The runs still running, for the check every command makes for runs whose harness died (recovery.py):
+        # a partial index, so that check reads a handful of rows whatever the number of runs. An index this user
+        # may only read goes without it (the check then reads every row).
+        with contextlib.suppress(sqlite3.OperationalError):
+            conn.execute("CREATE INDEX IF NOT EXISTS runs_running ON runs (id) WHERE status = 'running'")
         return conn
 
     def _connect_seals(self) -> sqlite3.Connection:
@@ -309,6 +314,25 @@ class Records:
                         _put(found, path, value)
                 out.append(found)
         return out
+
+    def running(self) -> builtins.list[str]:
+        """The ids of the runs the index holds as running; none when there is no index, or one SQLite cannot
+        read (then nothing can be listed either, and `harness verify` says why)."""
+        if not self.index_path.exists():
+            return []
+        try:
+            with closing(self._connect()) as conn:
+                return [row[0] for row in conn.execute("SELECT id FROM runs WHERE status = 'running'")]
+        except sqlite3.DatabaseError:
+            return []
+
+    def refresh(self, run_id: str) -> None:
+        """Index one run again from its record file, as :meth:`reindex` does for all (its seal from seals/)."""
+        checked = self.check(run_id)
+        record = checked.trusted
+        if record is None:
+            record = {"schema": SCHEMA, "id": checked.run, "status": DAMAGED, "error": checked.error().to_dict()}
+        self._index([_row(record, checked.seal)])
 
     def count(self) -> int:
         with closing(self._connect()) as conn:

@@ -30,13 +30,14 @@ from harness.project.config import ProjectConfig, find_config_file, parse_config
 from harness.project.params import MAX_ENV_TOTAL, MAX_ENV_VALUE, Params, load_named_configs, merge_params
 from harness.project.projectfiles import CommittedFiles
 from harness.project.vcs import Change, CommitInfo, Repository
-from harness.runs import schema, tracking
+from harness.runs import ownership, schema, tracking
 from harness.runs.hostinfo import host_facts
 from harness.runs.records import Records, RunPaths
 from harness.runs.schema import SCHEMA, RunRecord
 from harness.storage import datasets, snapshot
 from harness.storage.outputs import store_outputs
 from harness.storage.store import Store
+from harness.storage.storelock import adding_objects
 
 NOBODY = "65534:65534"
 THREAD_VARS = (
@@ -174,6 +175,12 @@ class Inputs:
 
 def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -> RunResult:
     project = load_project(request)
+    # Until the record names them, the objects this run stores are referenced by nothing: `harness gc` waits.
+    with adding_objects(project.layout.store, reporter.progress):
+        return _run_project(project, reporter, engine, request)
+
+
+def _run_project(project: Project, reporter: Reporter, engine: Engine | None, request: RunRequest) -> RunResult:
     layout = project.layout
     store = Store(layout.objects)
     engine = engine or connect()
@@ -213,13 +220,24 @@ def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -
 
 
 def execute(inputs: Inputs, record: RunRecord, engine: Engine, reporter: Reporter) -> RunResult:
-    """Allocate a run, record it, run the container, collect outputs and metrics, finish the record."""
+    """Allocate a run, record it, run the container, collect outputs and metrics, finish the record.
+
+    The run is owned by this process from allocation to its final record (ownership.py): if the process dies,
+    the next harness command notices and records the run as interrupted (recovery.py)."""
+    records = Records(inputs.layout.runs, inputs.layout.index)
+    paths = records.allocate()
+    with ownership.hold(paths.root):
+        return _execute(inputs, record, engine, reporter, records, paths)
+
+
+def _execute(
+    inputs: Inputs, record: RunRecord, engine: Engine, reporter: Reporter, records: Records, paths: RunPaths
+) -> RunResult:
     layout = inputs.layout
     store = Store(layout.objects)
-    records = Records(layout.runs, layout.index)
-    paths = records.allocate()
     started = time.time()
     record["id"] = paths.id
+    record["process"] = cast(schema.Process, ownership.this_process())
     datasets.register(layout, inputs.data, record["data"].get("sources", {}), origin=paths.id)  # for `data ls`
     record["started_at"] = _iso(started)
     records.write(record)
@@ -380,7 +398,7 @@ def _prepare(inputs: Inputs, paths: RunPaths, work: Path, store: Store) -> Conta
         mounts=tuple(mounts),
         workdir="/code",
         user=uid_gid,
-        labels={"org.harness.run": paths.id},
+        labels=ownership.labels(paths.id, inputs.layout.store),
         name=f"harness-{paths.id}",
     )
 

@@ -120,6 +120,14 @@ class Host(TypedDict):
     ci: dict[str, Any] | None
 
 
+class Process(TypedDict):
+    """The harness process that ran the run: how a later harness tells that it died (runs/ownership.py)."""
+
+    pid: int
+    boot_id: str | None  # /proc/sys/kernel/random/boot_id: a reboot changes it
+    hostname: str
+
+
 class Error(TypedDict):
     error: str
     message: str
@@ -151,6 +159,7 @@ class RunRecord(TypedDict):
     rebuild_of: str | None
     runtime: NotRequired[Runtime]
     error: NotRequired[Error]
+    process: NotRequired[Process]  # absent in records written before harness noticed dead runs
     params_read: NotRequired[list[str] | None]
     params_unread: NotRequired[list[str] | None]
     params_read_error: NotRequired[str]

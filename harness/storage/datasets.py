@@ -24,6 +24,7 @@ from harness.files import make_file
 from harness.paths import Layout
 from harness.storage.snapshot import Entry, Progress, Snapshot, diff, load_snapshot, snapshot_roots
 from harness.storage.store import Store, is_digest
+from harness.storage.storelock import adding_objects
 
 REGISTRY_NAME = "snapshots.sqlite"
 ORIGIN_CLI = "data snapshot"
@@ -149,9 +150,10 @@ def take(
     at /data). Returns the snapshot, its sources and whether the registry recorded it. ``rehash`` reads every
     file, trusting no cached hash."""
     roots = root_names(paths, names)
-    snap = snapshot_roots(roots, Store(layout.objects), layout.stat_cache, progress, rehash)
-    sources = {name: os.path.abspath(path) for name, path in roots.items()}
-    return snap, sources, register(layout, snap, sources, ORIGIN_CLI)
+    with adding_objects(layout.store):  # until the registry names them, `harness gc` must not take the objects
+        snap = snapshot_roots(roots, Store(layout.objects), layout.stat_cache, progress, rehash)
+        sources = {name: os.path.abspath(path) for name, path in roots.items()}
+        return snap, sources, register(layout, snap, sources, ORIGIN_CLI)
 
 
 def resolve(layout: Layout, ref: str) -> str:
