@@ -78,6 +78,11 @@ class DockerEngine:
             "kernel": str(info.get("KernelVersion", "")),
         }
 
+    def resources(self) -> dict[str, int]:
+        with self._talking("asking the engine for its host's memory and CPUs"):
+            info = self._api.info()
+        return {"memory": int(info.get("MemTotal") or 0), "cpus": int(info.get("NCPU") or 0)}
+
     # -- images -------------------------------------------------------------------------------------------
     def inspect_image(self, ref: str) -> dict[str, Any] | None:
         from docker.errors import NotFound
@@ -187,7 +192,13 @@ class DockerEngine:
         from docker.types import Mount as DockerMount
 
         api = self._api
+        limits = spec.limits
         host_config = api.create_host_config(
+            pids_limit=limits.pids,
+            mem_limit=limits.memory,
+            memswap_limit=limits.memory,  # memory + swap = memory: no swap
+            nano_cpus=round(limits.cpus * 1e9) if limits.cpus else None,
+            oom_score_adj=limits.oom_score_adj or None,
             # Mounts, not Binds: a bind is one "source:target:mode" string, so a path holding ":" (a project in
             # "pro:ject") was "invalid volume specification"; a Mount names each part. It also never creates a
             # missing source directory on the host, as a bind would.
@@ -266,6 +277,30 @@ class DockerEngine:
     def remove(self, container_id: str) -> None:
         with contextlib.suppress(HarnessError):
             self._remove_own(container_id)
+
+    def kill(self, container: str) -> None:
+        from docker.errors import APIError, NotFound
+
+        with self._talking(f"docker kill {container[:19]}"):
+            try:
+                self._api.kill(container)
+            except NotFound:
+                pass
+            except APIError as exc:
+                if exc.status_code != 409:  # "container ... is not running"
+                    raise
+
+    def oom_killed(self, container_id: str) -> bool:
+        from docker.errors import NotFound
+
+        with self._talking(f"docker inspect {container_id[:12]}"):
+            try:
+                state = self._api.inspect_container(container_id).get("State") or {}
+            except NotFound:
+                raise _vanished(container_id) from None
+        if state.get("Status") in ("removing", "dead"):  # a `docker rm -f` from outside: it killed the container
+            raise _vanished(container_id)
+        return bool(state.get("OOMKilled"))
 
     def _remove_own(self, container_id: str) -> bool:
         """Remove the container; False when it was already gone or being removed by someone else."""

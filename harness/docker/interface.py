@@ -33,6 +33,21 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class ContainerLimits:
+    """What the engine enforces on a container; None is no limit. Memory is RAM alone: memory plus swap is set
+    to the same number, so a container cannot swap. ``oom_score_adj`` makes the kernel, out of memory on the
+    whole host, kill the container's processes before the user's other work."""
+
+    pids: int | None = None
+    memory: int | None = None  # bytes
+    cpus: float | None = None
+    oom_score_adj: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pids": self.pids, "memory": self.memory, "cpus": self.cpus, "oom_score_adj": self.oom_score_adj}
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """Everything that decides how a container runs. The hermetic settings are the defaults."""
 
@@ -49,6 +64,7 @@ class ContainerSpec:
     drop_capabilities: bool = True
     labels: dict[str, str] = field(default_factory=dict)
     name: str | None = None
+    limits: ContainerLimits = ContainerLimits()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +80,7 @@ class ContainerSpec:
             "read_only_root": self.read_only_root,
             "cap_drop": ["ALL"] if self.drop_capabilities else [],
             "security_opt": ["no-new-privileges"],
+            "limits": self.limits.to_dict(),
         }
 
 
@@ -150,6 +167,19 @@ class Engine(Protocol):
 
     def untag_image(self, ref: str) -> None:
         """``docker rmi ref`` without force: the image goes with its last tag, unless a container uses it."""
+        ...
+
+    def kill(self, container: str) -> None:
+        """SIGKILL a running container (by id or name); one that is no longer running is left as it is."""
+        ...
+
+    def oom_killed(self, container_id: str) -> bool:
+        """Whether the kernel killed a process of this (stopped, kept) container for want of memory. A container
+        removed, or being removed, by someone else raises :class:`ContainerVanished`."""
+        ...
+
+    def resources(self) -> dict[str, int]:
+        """``memory`` (bytes) and ``cpus`` of the engine's host, as ``docker info`` reports them."""
         ...
 
     def export_path(self, container_id: str, path: str, dest: IO[bytes]) -> None:

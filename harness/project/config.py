@@ -17,6 +17,7 @@ from typing import Any
 
 from harness.errors import ConfigError
 from harness.paths import Layout
+from harness.project.limitconfig import LimitValue, parse_limits_table
 
 CONFIG_FILES = ("harness.toml", "pyproject.toml")
 
@@ -36,6 +37,7 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
         (str,),
         "the network RUN steps get when a Dockerfile base is built: none (default), host or bridge",
     ),
+    "limits": ((dict,), "resource limits of each run: memory, cpus, pids, outputs, state, log (recorded)"),
 }
 BUILD_NETWORKS = ("none", "host", "bridge")
 RESERVED_DATA_NAMES = {"", ".", ".."}
@@ -68,6 +70,7 @@ class ProjectConfig:
     env: dict[str, str] = field(default_factory=dict)
     threads: int = 1
     build_network: str = "none"
+    limits: dict[str, LimitValue] = field(default_factory=dict)  # as set here; unset ones get defaults at run time
 
     def key(self, name: str) -> str:
         return f"{self.prefix}.{name}" if self.prefix else name
@@ -86,6 +89,7 @@ class ProjectConfig:
             "env": self.env,
             "threads": self.threads,
             "build_network": self.build_network,
+            "limits": self.limits,
         }
 
 
@@ -174,6 +178,7 @@ def parse_config(text: str, file: Path, root: Path) -> ProjectConfig:
             "none: RUN steps have no network, as every container harness runs; host: the host's network; bridge: "
             "the engine's default network, as a plain `docker build` has",
         )
+    limits = parse_limits_table(table.get("limits", {}), path_of("limits"))
     for key in ("lock", "requirements", "params_file"):
         if key in table:
             _relative(table[key], path_of(key))
@@ -192,6 +197,7 @@ def parse_config(text: str, file: Path, root: Path) -> ProjectConfig:
         env={k: str(v) for k, v in env.items()},
         threads=threads,
         build_network=build_network,
+        limits=limits,
     )
 
 
