@@ -23,6 +23,7 @@ SECTIONS = {
     "host": schema.Host,
     "error": schema.Error,
     "process": schema.Process,
+    "log": schema.Log,
 }
 
 

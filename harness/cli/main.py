@@ -107,6 +107,14 @@ def run(
         bool,
         typer.Option("--rehash", help="Read and hash every data file; trust no cached hash (the cache is rewritten)."),
     ] = False,
+    limit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--limit",
+            metavar="KEY=VALUE",
+            help="A resource limit for this run, over the config's [limits]; repeatable (keys: see Limits above).",
+        ),
+    ] = None,
     project: Project = Path("."),
     as_json: AsJson = False,
 ) -> int:
@@ -117,6 +125,22 @@ def run(
     Data: a hashed, read-only snapshot. Params: config defaults, then -c configs, then -p overrides.
     Exits with the run's own exit code; harness's own errors use 101-108 (see `harness exit-codes`).
 
+    Limits (--limit KEY=VALUE, or KEY = VALUE under [limits] in the config; sizes as 512m, 8g or bytes;
+    'none' for no limit; each is recorded, and a rebuild runs under the same):
+
+      memory   RAM, swap off; past it the kernel kills the run (oom). Default: the host's memory less
+               an eighth of it (at least 512 MiB, at most 4 GiB)
+      cpus     CPUs' worth of time, fractions allowed (1.5). Default: all
+      pids     processes and threads at once; past it, forks fail inside the run. Default: 4096
+      outputs  what the run may write to /outputs; past it the run is stopped. Default: the free space on
+               the store's disk when the run starts, less 5% of that disk (at least 1 GiB)
+      state    what the run may write to /harness/state. Default: 64m
+      log      the size of log.txt: past it, it keeps the first and last halves and says what was
+               dropped. Default: 64m
+
+    A run stopped by a limit is recorded failed with the reason (oom, outputs over limit, ...) and the
+    setting to raise; `harness show RUN` says it.
+
     Examples:
 
       harness run --commit HEAD
@@ -124,6 +148,8 @@ def run(
       harness run -c linear_regression -p test_days=14
 
       harness run -p epochs=1 -- python train.py --smoke
+
+      harness run --limit memory=16g --limit cpus=4
 
       CI=true harness run --json
     """
@@ -139,6 +165,7 @@ def run(
         name=name,
         command=tuple(command) if command else None,
         rehash=rehash,
+        limits=tuple(limit or ()),
     )
     finish_dead_runs(project)
     _sigterm_interrupts()

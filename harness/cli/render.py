@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.flatten import flat
+from harness.units import format_size
 
 
 def _short(digest: str | None, n: int = 12) -> str:
@@ -70,6 +71,12 @@ def run_summary(record: Mapping[str, Any]) -> str:
         # Only known when the code loaded its params through harness_params (params_read is not null).
         unread = ", ".join(record["params_unread"])
         lines.append(f"  warning  params set but never read by the code: {unread} (is it passed to the model?)")
+    if (record.get("log") or {}).get("dropped"):
+        lines.append(f"  warning  {_log_dropped(record)}")
+    error = record.get("error") or {}
+    if error.get("reason"):  # a limit stopped the run; other errors are reported as errors
+        lines.append(f"  error    {error['reason']}: {error.get('message')}")
+        lines.append(f"  hint     {error.get('hint')}")
     lines.append(f"  details  harness show {record['id']}")
     return "\n".join(lines)
 
@@ -80,6 +87,32 @@ def _duration(record: Mapping[str, Any]) -> str:
     if record.get("status") == "running":
         return "running"
     return f"ended {record.get('finished_at')}, duration unknown" if record.get("finished_at") else "duration unknown"
+
+
+def _log_dropped(record: Mapping[str, Any]) -> str:
+    log = record["log"]
+    return (
+        f"log.txt dropped {log['dropped']:,} of the {log['bytes']:,} bytes the run printed (the middle: it keeps "
+        "the head and the tail within the log limit)"
+    )
+
+
+LIMIT_NAMES = ("memory", "cpus", "pids", "outputs", "state", "log")
+
+
+def _limits(limits: Mapping[str, Any]) -> str:
+    shown = []
+    sources = limits.get("sources") or {}
+    for key in LIMIT_NAMES:
+        value = limits.get(key)
+        if value is None:
+            text = "all" if key == "cpus" else "none"
+        elif key in ("memory", "outputs", "state", "log"):
+            text = format_size(int(value))
+        else:
+            text = f"{value:g}"
+        shown.append(f"{key} {text}" + ("" if sources.get(key, "default") == "default" else f" ({sources[key]})"))
+    return ", ".join(shown)
 
 
 def _unread(record: Mapping[str, Any]) -> str:
@@ -121,6 +154,10 @@ def show_record(record: Mapping[str, Any], seal: str | None = None, seal_state: 
         ("unread", _unread(record)),
         ("metrics", _kv(record.get("metrics") or {})),
     ]
+    limits = (record.get("runtime") or {}).get("limits")
+    rows.append(("limits", _limits(limits) if limits else "not recorded (a run made before harness set limits)"))
+    if (record.get("log") or {}).get("dropped"):
+        rows.append(("log", _log_dropped(record)))
     text = "\n".join(f"{k:9} {v}" for k, v in rows)
     if outputs["files"]:
         text += "\noutputs\n" + "\n".join(f"  {sha[:16]}  {path}" for path, sha in sorted(outputs["files"].items()))
@@ -128,8 +165,12 @@ def show_record(record: Mapping[str, Any], seal: str | None = None, seal_state: 
         text += f"\nskipped   not recorded, kept in runs/{record['id']}/skipped/:\n" + "\n".join(
             f"  {s['path']}: {s['reason']}" for s in outputs["skipped"]
         )
-    if record.get("error"):
-        text += f"\nerror     {record['error'].get('message')}"
+    error = record.get("error")
+    if error:
+        reason = f"{error['reason']}: " if error.get("reason") else ""
+        text += f"\nerror     {reason}{error.get('message')}"
+        if error.get("hint"):
+            text += f"\nhint      {error['hint']}"
     return text
 
 

@@ -150,7 +150,20 @@ def _runtime_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list
     for key in ("network", "read_only_root", "cap_drop", "hostname", "workdir", "threads", "tmpfs", "params_helper"):
         if old.get(key) != new.get(key):
             out.append({"key": key, "old": old.get(key), "new": new.get(key)})
+    out += _limit_differences(old.get("limits"), new.get("limits"))
     return out
+
+
+def _limit_differences(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Limits both runs set; a default on both sides is the host's (free disk, memory), not an input."""
+    if not old or not new:
+        return []
+    old_sources, new_sources = old.get("sources") or {}, new.get("sources") or {}
+    return [
+        {"key": f"limits.{key}", "old": old.get(key), "new": new.get(key)}
+        for key in sorted(set(old_sources) | set(new_sources))
+        if old.get(key) != new.get(key) and not (old_sources.get(key) == new_sources.get(key) == "default")
+    ]
 
 
 def _dict_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -3,8 +3,8 @@
 Every input comes from the record: the image (present, else loaded from the cache's objects, else rebuilt from
 the recorded recipe and lock and required to match), the code (the stored archive of the commit's tree, so a
 commit that is gone from the repository still rebuilds), a dirty run's stored changes, the data snapshot, the
-params, the command and the runtime settings. Everything is checked before the run starts, so a missing or
-tampered object is named and never used.
+params, the command and the runtime settings, its resource limits included (harness/runs/limits.py). Everything
+is checked before the run starts, so a missing or tampered object is named and never used.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from harness.project.params import Params
 from harness.runs import tracking
 from harness.runs.compare import InputComparison, OutputComparison, compare_inputs, compare_outputs
 from harness.runs.hostinfo import host_facts
+from harness.runs.limits import capacity_soon, from_record
 from harness.runs.records import Records
 from harness.runs.runner import Inputs, Reporter, execute
 from harness.runs.schema import Code, Host, RunRecord
@@ -80,6 +81,7 @@ def rebuild(project_dir: Path, ref: str, reporter: Reporter, engine: Engine | No
 def _rebuild(layout: Layout, original: RunRecord, reporter: Reporter, engine: Engine | None) -> RebuildResult:
     store = Store(layout.objects)
     engine = engine or connect()
+    capacity = capacity_soon(engine, layout.store)
 
     reporter.progress(f"rebuilding run {original['id']} ({original.get('name')})")
     archive, patch = _code(original, store, layout)
@@ -88,6 +90,9 @@ def _rebuild(layout: Layout, original: RunRecord, reporter: Reporter, engine: En
 
     record = _new_record(original, host_facts(engine.version()))
     runtime: Mapping[str, Any] = original.get("runtime") or {}
+    limits, notes = from_record(runtime.get("limits"), capacity())
+    for note in notes:
+        reporter.progress(note)
     inputs = Inputs(
         layout=layout,
         command=tuple(original["command"]),
@@ -104,6 +109,7 @@ def _rebuild(layout: Layout, original: RunRecord, reporter: Reporter, engine: En
         data=data,
         image_id=original["environment"]["image_id"],
         helper=_helper(runtime, store),
+        limits=limits,
     )
     result = execute(inputs, record, engine, reporter)
     return RebuildResult(
@@ -120,6 +126,7 @@ def _new_record(original: RunRecord, host: dict[str, Any]) -> RunRecord:
     record.pop("runtime", None)
     record.pop("error", None)
     record.pop("metrics_error", None)
+    record.pop("log", None)
     record["id"] = None
     record["status"] = "running"
     record["exit_code"] = None

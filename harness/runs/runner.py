@@ -27,11 +27,15 @@ from harness.files import make_dirs, make_file, withheld
 from harness.paths import Layout, in_ci
 from harness.project import codebase
 from harness.project.config import ProjectConfig, find_config_file, parse_config
+from harness.project.limitconfig import parse_limit_options
 from harness.project.params import MAX_ENV_TOTAL, MAX_ENV_VALUE, Params, load_named_configs, merge_params
 from harness.project.projectfiles import CommittedFiles
 from harness.project.vcs import Change, CommitInfo, Repository
 from harness.runs import ownership, schema, tracking
 from harness.runs.hostinfo import host_facts
+from harness.runs.limited import limit_failure, run_limited
+from harness.runs.limits import Limits, capacity_soon, resolve
+from harness.runs.logcap import CappedLog
 from harness.runs.records import Records, RunPaths
 from harness.runs.schema import SCHEMA, RunRecord
 from harness.storage import datasets, snapshot
@@ -66,6 +70,7 @@ class RunRequest:
     name: str | None = None
     command: tuple[str, ...] | None = None
     rehash: bool = False  # read every data file, trusting no cached hash
+    limits: tuple[str, ...] = ()  # --limit KEY=VALUE
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,8 @@ class RunResult:
     def exit_code(self) -> int:
         if self.record["status"] == "interrupted" or self.record["exit_code"] is None:
             return INTERRUPTED_EXIT_CODE
+        if self.record["status"] == "failed" and self.record["exit_code"] == 0:
+            return 1  # it exited 0, over a limit found when it ended
         return self.record["exit_code"]
 
 
@@ -171,6 +178,7 @@ class Inputs:
     data: snapshot.Snapshot
     image_id: str
     helper: str  # the params helper module's object: what `import harness_params` ran
+    limits: Limits
 
 
 def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -> RunResult:
@@ -181,9 +189,11 @@ def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -
 
 
 def _run_project(project: Project, reporter: Reporter, engine: Engine | None, request: RunRequest) -> RunResult:
+    options = parse_limit_options(request.limits)
     layout = project.layout
     store = Store(layout.objects)
     engine = engine or connect()
+    capacity = capacity_soon(engine, layout.store)
     host = host_facts(engine.version())
 
     # The code before the environment: code that cannot be run (a submodule) is refused before any image is built.
@@ -200,6 +210,8 @@ def _run_project(project: Project, reporter: Reporter, engine: Engine | None, re
         progress=_byte_progress(reporter, "snapshotting data"),
         rehash=request.rehash,
     )
+    config = project.config
+    run_limits = resolve(config.limits, options, capacity(), f"{config.file.name}: {config.key('limits')}")
     record = _initial_record(request, project, environment, archive, patch, data, host)
     # The lock itself, so a rebuild can rebuild the image from the recipe if its archive is gone.
     record["environment"]["lock_object"] = store.put_json(project.lock.to_dict())
@@ -215,6 +227,7 @@ def _run_project(project: Project, reporter: Reporter, engine: Engine | None, re
         data=data,
         image_id=environment.image_id,
         helper=tracking.store_helper(store),
+        limits=run_limits,
     )
     return execute(inputs, record, engine, reporter)
 
@@ -257,21 +270,28 @@ def _execute(
         reporter.started(paths.id)
         reporter.progress(f"running {' '.join(spec.command)}")
         make_file(paths.log)  # no more open than the run's directory
-        with open(paths.log, "ab") as log:
+        with open(paths.log, "r+b") as log_file:
+            log = CappedLog(log_file, inputs.limits.size("log"))
 
             def sink(stream: str, chunk: bytes) -> None:
                 log.write(chunk)
-                log.flush()
                 reporter.output(stream, chunk)
 
+            ended = None
             try:
-                exit_code, _ = engine.run(spec, sink)
-                record["status"] = "succeeded" if exit_code == 0 else "failed"
-                record["exit_code"] = exit_code
+                ended = run_limited(engine, spec, sink, inputs.limits, paths.outputs, work / "state")
+                record["status"] = "succeeded" if ended.exit_code == 0 else "failed"
+                record["exit_code"] = ended.exit_code
             except ContainerInterrupted:
                 record["status"] = "interrupted"
                 record["exit_code"] = None
+            finally:
+                log.close()
+                record["log"] = {"bytes": log.total, "dropped": log.dropped}
         _collect(record, paths, store, layout, reporter)
+        if ended is not None and (error := limit_failure(ended, inputs.limits, record["outputs"]["bytes"])):
+            record["status"] = "failed"
+            record["error"] = error
     except BaseException as exc:
         record["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         record.setdefault("exit_code", None)
@@ -400,6 +420,7 @@ def _prepare(inputs: Inputs, paths: RunPaths, work: Path, store: Store) -> Conta
         user=uid_gid,
         labels=ownership.labels(paths.id, inputs.layout.store),
         name=f"harness-{paths.id}",
+        limits=inputs.limits.container(),
     )
 
 
@@ -418,6 +439,7 @@ def _runtime(spec: ContainerSpec, inputs: Inputs) -> schema.Runtime:
         "env": described["env"],
         "threads": inputs.threads,
         "params_helper": inputs.helper,
+        "limits": inputs.limits.to_record(),
     }
     if omitted := inputs.params.env_omitted():
         runtime["params_env_omitted"] = omitted

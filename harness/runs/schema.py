@@ -88,6 +88,19 @@ class RuntimeMount(TypedDict):
     read_only: bool
 
 
+class Limits(TypedDict):
+    """What the run was held to; null is no limit. Sizes in bytes."""
+
+    pids: int | None
+    memory: int | None  # RAM; swap off
+    cpus: float | None  # null: all the host's
+    outputs: int | None
+    state: int | None
+    log: int | None
+    oom_score_adj: int
+    sources: dict[str, str]  # limit -> "default", "config" or "--limit"
+
+
 class Runtime(TypedDict):
     user: str | None
     network: str
@@ -102,6 +115,7 @@ class Runtime(TypedDict):
     threads: int
     params_helper: str
     params_env_omitted: NotRequired[list[str]]  # dotted params too long for a HARNESS_PARAM_* variable
+    limits: NotRequired[Limits]  # absent in records made before harness set limits
 
 
 class MetricsTruncated(TypedDict):
@@ -133,6 +147,13 @@ class Error(TypedDict):
     message: str
     hint: NotRequired[str | None]
     exit_code: NotRequired[int]
+    reason: NotRequired[str]  # a limit stopped the run: "oom", "outputs over limit", "state over limit"
+    limit: NotRequired[str]  # and which one: its key in [limits]
+
+
+class Log(TypedDict):
+    bytes: int  # what the container wrote to stdout and stderr
+    dropped: int  # what log.txt does not hold: it keeps the head and the tail within the log limit
 
 
 class RunRecord(TypedDict):
@@ -160,6 +181,7 @@ class RunRecord(TypedDict):
     runtime: NotRequired[Runtime]
     error: NotRequired[Error]
     process: NotRequired[Process]  # absent in records written before harness noticed dead runs
+    log: NotRequired[Log]
     params_read: NotRequired[list[str] | None]
     params_unread: NotRequired[list[str] | None]
     params_read_error: NotRequired[str]
