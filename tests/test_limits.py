@@ -147,12 +147,16 @@ def test_the_watch_stops_a_directory_going_over_its_limit_soon(tmp_path: Path) -
     assert watch.over == (Watched("outputs", tmp_path, 1 << 20), caught[0][1])
 
 
-def test_the_watch_does_not_walk_while_the_disk_has_not_grown_past_the_room_left(tmp_path: Path) -> None:
+def test_the_watch_walks_a_big_directory_only_when_the_disk_grew_past_the_room_left(tmp_path: Path) -> None:
     for i in range(100):
         (tmp_path / f"f{i}").write_bytes(b"x" * 100)
-    with SizeWatch([Watched("outputs", tmp_path, 1 << 40)], lambda w, size: None, interval=0.05) as watch:
+    # idle_share 0: as if walking it cost too much to do on every tick
+    with SizeWatch([Watched("outputs", tmp_path, 1 << 40)], lambda w, size: None, 0.05, idle_share=0) as watch:
         time.sleep(1)
     assert watch.walks == 0 and watch.over is None
+    with SizeWatch([Watched("outputs", tmp_path, 1 << 40)], lambda w, size: None, 0.05) as watch:
+        time.sleep(1)
+    assert watch.walks >= 5  # a walk of 100 files costs next to nothing: every tick
 
 
 def test_tree_size_counts_files_not_what_links_point_to(tmp_path: Path) -> None:

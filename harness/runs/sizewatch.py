@@ -1,17 +1,19 @@
 """Size limits on the directories a run writes (/outputs, /harness/state), enforced while it runs.
 
 Docker cannot limit the size of a bind mount, so a thread watches each directory and calls back when one holds
-more than its limit. Walking a directory is the exact measure, but it costs (about 0.3 s of CPU for 100,000 files
-here), so the walk is not the tick: every ``interval`` the thread asks the filesystem how much of it is used
-(one statvfs, microseconds). Whatever the run wrote since the last walk is part of that growth, so while the
-disk grew by less than the room left under the limit, the directory cannot be over it and nothing is walked. A
-walk happens when it could be over, and at least every ``max_age`` seconds (what other processes free on the same
-disk, or a sparse file, would otherwise hide growth), and never more often than keeps the walks under
-``max_share`` of one CPU. A run can overshoot by what it writes in one interval, plus one walk's time.
+more than its limit. Walking a directory is the exact measure. A small one is walked every ``interval``: that
+costs little. A big one costs (about 0.3 s of CPU for 100,000 files here), so every ``interval`` the thread first
+asks the filesystem how much of the disk is used (one statvfs, microseconds): whatever the run wrote since the
+last walk is part of that growth, so while the disk grew by less than the room left under the limit, the
+directory cannot be over it and is not walked. It is walked when it could be over; also whenever walks cost less
+than ``idle_share`` of one CPU at that rate (what other processes free on the same disk, or a sparse file, hides
+growth from statvfs), and never more often than keeps them under ``max_share``. A run can overshoot by what it
+writes in one interval and one walk.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -59,7 +61,7 @@ class _State:
     size: int = 0  # at the last walk
     used_then: int = 0  # the disk's used bytes when that walk started
     walked_at: float = 0.0  # monotonic time that walk ended
-    walk_cost: float = 0.0  # how long it took
+    walk_cost: float = 0.0  # the CPU time it took
 
 
 class SizeWatch:
@@ -71,13 +73,13 @@ class SizeWatch:
         watched: list[Watched],
         on_over: Callable[[Watched, int], None],
         interval: float = 0.5,
-        max_age: float = 10.0,
+        idle_share: float = 0.02,
         max_share: float = 0.1,
     ) -> None:
         self._states = [_State(w) for w in watched]
         self._on_over = on_over
         self._interval = interval
-        self._max_age = max_age
+        self._idle_share = idle_share
         self._max_share = max_share
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -116,7 +118,9 @@ class SizeWatch:
             return None  # the last walk was costly: wait, so that walking stays a small share of one CPU
         used = _disk_used(state.watched.path)
         room = state.watched.limit - state.size
-        if used - state.used_then <= room and now - state.walked_at < self._max_age:
+        # a small directory is walked on every tick; idle_share 0 walks only when the disk says it could be over
+        cheap_again = max(self._interval, state.walk_cost / self._idle_share) if self._idle_share else math.inf
+        if used - state.used_then <= room and now - state.walked_at < cheap_again:
             return None
         self._walk(state, used)
         self.walks += 1
@@ -124,8 +128,8 @@ class SizeWatch:
 
     @staticmethod
     def _walk(state: _State, used: int) -> None:
-        started = time.monotonic()
+        started = time.thread_time()  # CPU, not wall time: the shares are of a CPU, whatever else the host does
         state.used_then = used
         state.size = tree_size(state.watched.path)
         state.walked_at = time.monotonic()
-        state.walk_cost = state.walked_at - started
+        state.walk_cost = time.thread_time() - started
