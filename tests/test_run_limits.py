@@ -219,3 +219,13 @@ def test_a_rebuild_runs_under_the_recorded_limits(probe_project: Path) -> None:
     assert limits == recorded and limits["pids"] == 64 and limits["log"] == 1 << 20
     assert _seen_inside(_log(probe_project, dict(result.record)))["pids"] == "64"
     assert not [n for n in reporter.notes if n.startswith("limit")], reporter.notes
+
+
+def test_diff_names_limits_the_two_runs_set_differently_not_the_hosts_defaults(probe_project: Path) -> None:
+    _, first, _ = _run(probe_project, "--limit", "pids=64", "--", "python", "-c", "pass")
+    _, second, _ = _run(probe_project, "--limit", "pids=128", "--", "python", "-c", "pass")
+    result = harness(probe_project, "diff", first["id"], second["id"], "--json")
+    assert result.returncode == 1, result.stderr
+    runtime = json.loads(result.stdout)["inputs"]["differences"]["runtime"]
+    limits = [r for r in runtime if r["key"].startswith("limits.")]
+    assert limits == [{"key": "limits.pids", "old": 64, "new": 128}]
