@@ -40,6 +40,16 @@ def harness_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ[ENV_CACHE] = saved
 
 
+@pytest.fixture()
+def umask_022() -> Iterator[None]:
+    """The umask most systems give users, whatever this process was started with."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 @pytest.fixture(scope="session")
 def engine() -> Engine:
     """The real Docker engine. Missing engine = failed test, not a skip: these paths must be tested for real."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,15 +12,6 @@ from harness.env.lockfile import Lock, write_lock
 from harness.errors import HarnessError
 from harness.files import write_atomic, write_json_atomic
 from harness.runs.records import SCHEMA, Records
-
-
-@pytest.fixture()
-def umask_022() -> Iterator[None]:
-    old = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def _mode(path: Path) -> int:

@@ -29,15 +29,6 @@ from tests.projects import git, harness, valid_record
 TOKEN = "SEKRET123"
 
 
-@pytest.fixture()
-def umask_022() -> Iterator[None]:
-    old = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
 def _mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 

@@ -49,26 +49,22 @@ def maybe_adding_objects(store: Path) -> Iterator[bool]:
     if not store.is_dir():
         yield False
         return
-    fd = _open(store)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
+    with _without_waiting(store, fcntl.LOCK_SH) as taken:
+        yield taken
+
+
+def collecting(store: Path) -> contextlib.AbstractContextManager[bool]:
+    """Exclusive, without waiting: True when no other process is adding objects (and none can start until the
+    block ends), False when some are."""
+    return _without_waiting(store, fcntl.LOCK_EX)
 
 
 @contextlib.contextmanager
-def collecting(store: Path) -> Iterator[bool]:
-    """Exclusive, without waiting: True when no other process is adding objects (and none can start until the
-    block ends), False when some are."""
+def _without_waiting(store: Path, kind: int) -> Iterator[bool]:
     fd = _open(store)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
