@@ -86,6 +86,13 @@ class Running:
         assert self.proc.wait(timeout=30) == -signal.SIGKILL
 
 
+def _sleeping_run(project: Path) -> tuple[Running, str]:
+    """A run whose container has started its probe and sleeps for two minutes: (the harness process, run id)."""
+    run = Running(project, "-p", "sleep=120")
+    run.wait_for(lambda: any("probe ran" in line for line in run.out), "the probe to run")
+    return run, run.started()
+
+
 def _containers(engine: Engine, project: Path, run_id: str) -> list[dict[str, Any]]:
     return engine.containers(ownership.labels(run_id, project / ".harness"))
 
@@ -122,9 +129,7 @@ def _assert_clean_and_usable(project: Path) -> None:
 def test_a_harness_killed_while_its_container_runs_is_finished_by_the_next_command(
     probe_project: Path, engine: Engine
 ) -> None:
-    run = Running(probe_project, "-p", "sleep=120")
-    run.wait_for(lambda: any("probe ran" in line for line in run.out), "the probe to run")
-    run_id = run.started()
+    run, run_id = _sleeping_run(probe_project)
     run.kill()
     # What a SIGKILL leaves: the container running on, the record running, the work directory in place.
     assert [c["state"] for c in _containers(engine, probe_project, run_id)] == ["running"]
@@ -227,9 +232,7 @@ def test_a_harness_killed_while_writing_the_record_leaves_the_record_it_sealed(
 def test_without_an_engine_the_run_is_still_marked_and_gc_removes_its_container_later(
     probe_project: Path, engine: Engine
 ) -> None:
-    run = Running(probe_project, "-p", "sleep=120")
-    run.wait_for(lambda: any("probe ran" in line for line in run.out), "the probe to run")
-    run_id = run.started()
+    run, run_id = _sleeping_run(probe_project)
     run.kill()
     unreachable = cli_env(DOCKER_HOST=f"unix://{probe_project}/no-engine.sock")
     listed = harness(probe_project, "ls", env=unreachable)
@@ -313,9 +316,7 @@ def _create_container(engine: Engine, image: str, labels: dict[str, str]) -> str
 
 @pytest.mark.docker
 def test_gc_and_other_commands_leave_a_live_run_alone(probe_project: Path, engine: Engine) -> None:
-    run = Running(probe_project, "-p", "sleep=120")
-    run.wait_for(lambda: any("probe ran" in line for line in run.out), "the probe to run")
-    run_id = run.started()
+    run, run_id = _sleeping_run(probe_project)
     try:
         listed = harness(probe_project, "ls")
         collected = harness(probe_project, "gc")
