@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.projects import git, harness, make_repo, valid_record
+from harness.env.lockfile import read_lock, requirements_digest, write_lock
+from tests.projects import git, harness, make_repo, session_owned, valid_record
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -20,6 +22,15 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 def bikes(tmp_path_factory: pytest.TempPathFactory, harness_cache: Path) -> Path:
     root = tmp_path_factory.mktemp("bikes") / "bikes"
     shutil.copytree(EXAMPLES / "bikes", root, ignore=shutil.ignore_patterns("__pycache__", ".harness"))
+    # The same packages, locked for requirements that name this session, so the environment image's id is this
+    # session's own and removing it below disturbs no other process on the engine (tests/projects.py).
+    lock = read_lock(root / "harness.lock")
+    owned = tuple(session_owned(r) for r in lock.requirements)
+    (root / "requirements.txt").write_text("".join(f"{r}\n" for r in owned))
+    write_lock(
+        root / "harness.lock",
+        dataclasses.replace(lock, requirements=owned, requirements_digest=requirements_digest(owned)),
+    )
     make_repo(root, {".gitignore": ".harness/\n"}, message="bikes example")
     return root
 
