@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from harness import __version__
-from harness.cli import data, env, gc, ls, ui, verify
+from harness.cli import data, env, export, gc, ls, ui, verify
 from harness.cli.app import AsJson, Interrupted, Project, command, help_without_command, new_app
 from harness.cli.output import STATE, TerminalReporter, echo, json_mode, print_json
 from harness.cli.recovered import finish_dead_runs
@@ -52,6 +52,7 @@ def build_app() -> typer.Typer:
     data.register(app)
     verify.register(app)
     gc.register(app)
+    export.register(app)
     return app
 
 
