@@ -196,3 +196,24 @@ def make_probe_project(root: Path, lock: Any) -> Path:
     (root / "data" / "numbers").mkdir(parents=True)
     (root / "data" / "numbers" / "values.txt").write_text("1 2 3 4\n")
     return root
+
+
+def make_bikes_repo(root: Path) -> Path:
+    """examples/bikes in its own git repository at ``root``, as the README tells a user to run it; its lock names
+    this session (session_owned), so its environment image is this session's own and a test may remove it."""
+    import dataclasses
+    import shutil
+
+    from harness.env.lockfile import read_lock, requirements_digest, write_lock
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    shutil.copytree(examples / "bikes", root, ignore=shutil.ignore_patterns("__pycache__", ".harness"))
+    lock = read_lock(root / "harness.lock")
+    owned = tuple(session_owned(r) for r in lock.requirements)
+    (root / "requirements.txt").write_text("".join(f"{r}\n" for r in owned))
+    write_lock(
+        root / "harness.lock",
+        dataclasses.replace(lock, requirements=owned, requirements_digest=requirements_digest(owned)),
+    )
+    make_repo(root, {".gitignore": ".harness/\n"}, message="bikes example")
+    return root

@@ -2,37 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from harness.env.lockfile import read_lock, requirements_digest, write_lock
-from tests.projects import git, harness, make_repo, session_owned, valid_record
+from tests.projects import git, harness, make_bikes_repo, valid_record
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 @pytest.fixture(scope="module")
 def bikes(tmp_path_factory: pytest.TempPathFactory, harness_cache: Path) -> Path:
-    root = tmp_path_factory.mktemp("bikes") / "bikes"
-    shutil.copytree(EXAMPLES / "bikes", root, ignore=shutil.ignore_patterns("__pycache__", ".harness"))
     # The same packages, locked for requirements that name this session, so the environment image's id is this
     # session's own and removing it below disturbs no other process on the engine (tests/projects.py).
-    lock = read_lock(root / "harness.lock")
-    owned = tuple(session_owned(r) for r in lock.requirements)
-    (root / "requirements.txt").write_text("".join(f"{r}\n" for r in owned))
-    write_lock(
-        root / "harness.lock",
-        dataclasses.replace(lock, requirements=owned, requirements_digest=requirements_digest(owned)),
-    )
-    make_repo(root, {".gitignore": ".harness/\n"}, message="bikes example")
-    return root
+    return make_bikes_repo(tmp_path_factory.mktemp("bikes") / "bikes")
 
 
 def test_bikes_baseline_then_linear_regression(bikes: Path) -> None:
