@@ -268,7 +268,7 @@ def test_github_actions_example_runs_as_it_is(origin: Path, tmp_path: Path, harn
     }
     assert pipeline.env["HARNESS_CACHE"] == str(tmp_path / "home" / ".cache" / "harness")
     log = pipeline.output()
-    assert "identical" in log and "HARNESS_REMOTE is not set: nothing pushed" in log
+    assert ": IDENTICAL:" in log and "HARNESS_REMOTE is not set: nothing pushed" in log, log
 
     # A step that leaves a file in the checkout makes a dirty tree, and the example's run step refuses it (103).
     (pipeline.workspace / "scratch.txt").write_text("left by an earlier step\n")
@@ -313,5 +313,5 @@ def test_gitlab_ci_example_runs_as_it_is_and_loads_the_image_from_its_cache(
     }
     log = pipeline.output()
     assert "from the cache" in log and "installing" not in log, log  # loaded, not built
-    assert "identical" in log and "HARNESS_REMOTE is not set: nothing pushed" in log
+    assert ": IDENTICAL:" in log and "HARNESS_REMOTE is not set: nothing pushed" in log, log
     assert pipeline.env["HARNESS_CACHE"] == str(pipeline.workspace / ".harness-cache")

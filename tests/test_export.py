@@ -46,7 +46,8 @@ def test_ro_crate_of_a_real_run_reads_back_with_the_rocrate_library(probe_projec
 
     record = _run(probe_project)
     seal = _seal(probe_project, record["id"])
-    out = tmp_path / "run.crate"
+    (tmp_path / "exports").mkdir()
+    out = tmp_path / "exports" / "run.crate"
     done = harness(probe_project, "export", record["id"][:8], "-o", str(out), "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"run": record["id"], "format": "ro-crate", "path": str(out), "files": 6}
@@ -108,7 +109,7 @@ def test_ro_crate_of_a_real_run_reads_back_with_the_rocrate_library(probe_projec
     again = harness(probe_project, "export", record["id"], "-o", str(out))
     assert again.returncode == 2 and "already exists" in again.stderr
     assert json.loads((out / "ro-crate-metadata.json").read_text()) == raw
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.crate"]  # no temporary directory left
+    assert [p.name for p in out.parent.iterdir()] == ["run.crate"]  # no temporary directory left
 
 
 def test_prov_json_of_a_real_run_reads_back_with_the_prov_library(probe_project: Path, tmp_path: Path) -> None:
