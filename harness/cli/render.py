@@ -139,6 +139,10 @@ def show_record(record: Mapping[str, Any], seal: str | None = None, seal_state: 
     rows += [
         ("started", f"{record.get('started_at')}  ({_duration(record)})"),
         ("command", " ".join(record["command"])),
+    ]
+    if record.get("command_params"):
+        rows.append(("as written", " ".join(record.get("command_template") or [])))
+    rows += [
         ("commit", f"{code['commit']}  {code.get('subject') or ''}"),
         ("tree", code["tree"] + (f"  (project path {code['project_path']})" if code.get("project_path") else "")),
     ]

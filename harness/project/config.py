@@ -17,6 +17,7 @@ from typing import Any
 
 from harness.errors import ConfigError
 from harness.paths import Layout
+from harness.project.command import placeholders
 from harness.project.limitconfig import LimitValue, parse_limits_table
 
 CONFIG_FILES = ("harness.toml", "pyproject.toml")
@@ -27,7 +28,10 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "base": ((str,), "the base image: a recipe name under images/ (e.g. 'bookworm'), or a Dockerfile's path"),
     "lock": ((str,), "the lock file: hash-pinned wheels for the image (harness.lock, or PEP 751 pylock.toml)"),
     "requirements": ((str,), "what `harness lock` resolves: a requirements file, or pyproject.toml's dependencies"),
-    "command": ((list, str), "the entry point, as an argv list (a string is split once, like a shell would)"),
+    "command": (
+        (list, str),
+        "the entry point, as an argv list (a string is split once, like a shell would); {name} is a param's value",
+    ),
     "params_file": ((str,), "YAML file of named param configs, selected with -c NAME"),
     "data": ((dict,), "data to snapshot: name = path; mounted read-only at /data/<name>"),
     "params": ((dict,), "default params, passed to the code as JSON and environment variables"),
@@ -226,6 +230,7 @@ def _command(value: Any, where: str) -> tuple[str, ...]:
             f"{where}: must be a non-empty list of strings, got {value!r}",
             'for example command = ["python", "train.py"]',
         )
+    placeholders(argv, where)  # a malformed {placeholder} is named now, before anything runs
     return tuple(argv)
 
 

@@ -26,6 +26,7 @@ from harness.errors import INTERRUPTED_EXIT_CODE, CodeError, ConfigError, DirtyT
 from harness.files import make_dirs, make_file, withheld
 from harness.paths import Layout, in_ci
 from harness.project import codebase
+from harness.project.command import Filled, fill
 from harness.project.config import ProjectConfig, find_config_file, parse_config
 from harness.project.limitconfig import parse_limit_options
 from harness.project.params import MAX_ENV_TOTAL, MAX_ENV_VALUE, Params, load_named_configs, merge_params
@@ -98,6 +99,7 @@ class Project:
     recipe: Recipe
     lock: lockfile.Lock
     changes: tuple[Change, ...]  # non-empty only for a dirty run
+    command: Filled  # the argv as run: the configured command with its {placeholders} filled, or the one given
 
 
 def load_project(request: RunRequest) -> Project:
@@ -133,7 +135,11 @@ def load_project(request: RunRequest) -> Project:
     files = None if changes else CommittedFiles(repo, commit.commit)
     recipe = load_recipe(config.base, root, read=recipe_reader, files=files, build_network=config.build_network)
     lock = read_project_lock(config, recipe, committed)
-    return Project(layout, repo, commit, config, params, recipe, lock, tuple(changes))
+    if request.command:  # given after `--`: run untouched
+        command = Filled(tuple(request.command), ())
+    else:
+        command = fill(config.command, params.values, f"{config.file.name}: {config.key('command')}")
+    return Project(layout, repo, commit, config, params, recipe, lock, tuple(changes), command)
 
 
 def _check_clean(repo: Repository, commit: CommitInfo, request: RunRequest, layout: Layout) -> list[Change]:
@@ -329,7 +335,10 @@ def _initial_record(
         "started_at": None,
         "finished_at": None,
         "duration_s": None,
-        "command": list(request.command or config.command),
+        "command": list(project.command.argv),
+        # As written, and the params its placeholders took (counted as read): a rebuild runs the recorded argv.
+        "command_template": None if request.command else list(config.command),
+        "command_params": list(project.command.params),
         "params": project.params.values,
         "params_digest": project.params.digest,
         "params_sources": project.params.sources,
@@ -480,7 +489,9 @@ def _collect(record: RunRecord, paths: RunPaths, store: Store, layout: Layout, r
         record["metrics_steps_object"] = found.steps_object
     if found.error is not None:
         record["metrics_error"] = found.error
-    usage = tracking.params_usage(layout.work / paths.id / "state", record["params"])
+    usage = tracking.params_usage(
+        layout.work / paths.id / "state", record["params"], record.get("command_params") or []
+    )
     record["params_read"] = usage.read
     record["params_unread"] = usage.unread
     if usage.error is not None:

@@ -189,3 +189,5 @@ class RunRecord(TypedDict):
     metrics_steps_object: NotRequired[str | None]
     metrics_error: NotRequired[str]
     metrics_truncated: NotRequired[MetricsTruncated]  # more metrics than the record keeps; all are in the files
+    command_template: NotRequired[list[str] | None]  # the configured command as written ({placeholders}); None: given
+    command_params: NotRequired[list[str]]  # the dotted params its placeholders took, counted as read

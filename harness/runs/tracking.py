@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.docker.interface import Mount
+from harness.project.command import read_leaves
 from harness.storage.store import Store
 
 HELPER = Path(__file__).parent / "incontainer" / "harness_params.py"
@@ -78,15 +79,19 @@ class ParamsUsage:
     error: str | None = None
 
 
-def params_usage(state_dir: Path, params: dict[str, Any]) -> ParamsUsage:
+def params_usage(state_dir: Path, params: dict[str, Any], in_command: list[str] | tuple[str, ...] = ()) -> ParamsUsage:
+    """What the code read: the helper's note, and the params the command's placeholders took (``in_command``).
+    Either one gives a verdict: code that gets its params through its command line gets them nowhere else."""
     path = state_dir / READ_FILE
-    if not path.is_file():
+    read = read_leaves(params, in_command)
+    if not path.is_file() and not in_command:
         return ParamsUsage()
-    try:
-        note = json.loads(path.read_text(encoding="utf-8"))
-        read = {str(k) for k in note["read"]}
-    except (ValueError, KeyError, TypeError) as exc:
-        return ParamsUsage(error=f"{READ_FILE}: {exc}")
+    if path.is_file():
+        try:
+            note = json.loads(path.read_text(encoding="utf-8"))
+            read |= {str(k) for k in note["read"]}
+        except (ValueError, KeyError, TypeError) as exc:
+            return ParamsUsage(error=f"{READ_FILE}: {exc}")
     leaves = set(_leaves(params))
     return ParamsUsage(read=sorted(read & leaves), unread=sorted(leaves - read))
 
