@@ -17,6 +17,7 @@ from typing import Any
 
 from harness.errors import ConfigError
 from harness.paths import Layout
+from harness.project.codepaths import check_paths
 from harness.project.command import placeholders
 from harness.project.limitconfig import LimitValue, parse_limits_table
 
@@ -33,9 +34,15 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
         "the entry point, as an argv list (a string is split once, like a shell would); {name} is a param's value",
     ),
     "params_file": ((str,), "YAML file of named param configs, selected with -c NAME"),
+    "defaults_file": (
+        (str,),
+        "YAML file whose top-level keys are the default params (DVC's params.yaml); [params] applies over it",
+    ),
     "data": ((dict,), "data to snapshot: name = path; mounted read-only at /data/<name>"),
     "params": ((dict,), "default params, passed to the code as JSON and environment variables"),
     "env": ((dict,), "extra fixed environment variables for the container (recorded in the run)"),
+    "paths": ((dict,), "paths in /code that lead to /data/... or /outputs/... (code that uses DVC's paths)"),
+    "metrics": ((list,), "output files read as metrics besides metrics.json and metrics.jsonl (JSON objects)"),
     "threads": ((int,), "thread count pinned for BLAS/OpenMP libraries (default 1, recorded)"),
     "build_network": (
         (str,),
@@ -69,9 +76,12 @@ class ProjectConfig:
     command: tuple[str, ...]
     requirements: str | None = None
     params_file: str | None = None
+    defaults_file: str | None = None
     data: tuple[DataSource, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)
+    metrics: tuple[str, ...] = ()
     threads: int = 1
     build_network: str = "none"
     limits: dict[str, LimitValue] = field(default_factory=dict)  # as set here; unset ones get defaults at run time
@@ -88,9 +98,12 @@ class ProjectConfig:
             "command": list(self.command),
             "requirements": self.requirements,
             "params_file": self.params_file,
+            "defaults_file": self.defaults_file,
             "data": {d.name: d.configured for d in self.data},
             "params": self.params,
             "env": self.env,
+            "paths": self.paths,
+            "metrics": list(self.metrics),
             "threads": self.threads,
             "build_network": self.build_network,
             "limits": self.limits,
@@ -183,9 +196,20 @@ def parse_config(text: str, file: Path, root: Path) -> ProjectConfig:
             "the engine's default network, as a plain `docker build` has",
         )
     limits = parse_limits_table(table.get("limits", {}), path_of("limits"))
-    for key in ("lock", "requirements", "params_file"):
+    metrics = table.get("metrics", [])
+    for item in metrics:
+        if not isinstance(item, str):
+            raise ConfigError(f"{path_of('metrics')}: expected paths in the outputs, got {item!r}")
+        _relative(item, path_of("metrics"))
+    for key in ("lock", "requirements", "params_file", "defaults_file"):
         if key in table:
             _relative(table[key], path_of(key))
+    if "defaults_file" in table and table.get("params_file") == table["defaults_file"]:
+        raise ConfigError(
+            f"{path_of('defaults_file')}: {table['defaults_file']!r} is also the params_file",
+            "a params_file holds named configs (-c NAME), a defaults_file the params themselves: "
+            "give each its own file, or drop one of the keys",
+        )
     return ProjectConfig(
         root=root,
         file=file,
@@ -196,9 +220,12 @@ def parse_config(text: str, file: Path, root: Path) -> ProjectConfig:
         command=command,
         requirements=table.get("requirements"),
         params_file=table.get("params_file"),
+        defaults_file=table.get("defaults_file"),
         data=data,
         params=dict(table.get("params", {})),
         env={k: str(v) for k, v in env.items()},
+        paths=check_paths(table.get("paths", {}), path_of("paths")),
+        metrics=tuple(metrics),
         threads=threads,
         build_network=build_network,
         limits=limits,

@@ -1,5 +1,6 @@
-"""Params: config defaults, then named configs from the params file (``-c NAME``, later wins), then
-``-p key=value`` overrides (YAML scalars, dotted keys for nesting). The result keeps where each value came from.
+"""Params: defaults (a flat defaults file such as DVC's params.yaml, then the config's [params] over it), then
+named configs from the params file (``-c NAME``, later wins), then ``-p key=value`` overrides (YAML scalars, dotted
+keys for nesting). The result keeps where each value came from.
 
 Bounds: YAML aliases may add at most MAX_ALIAS_NODES nodes to what was written and nothing may nest deeper than
 MAX_DEPTH (a 687-byte "billion laughs" file would otherwise expand to 10^9 values); a HARNESS_PARAM_* variable
@@ -9,9 +10,11 @@ longer than MAX_ENV_VALUE, or beyond MAX_ENV_TOTAL for all of them, is left out 
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from harness.digests import sha256_json
@@ -77,6 +80,50 @@ def load_named_configs(text: str | None, where: str) -> dict[str, dict[str, Any]
             "for example:\nbaseline:\n  model: baseline\nlinear_regression:\n  model: linear_regression",
         )
     return {str(k): v for k, v in data.items()}
+
+
+def load_defaults(text: str | None, where: str) -> dict[str, Any]:
+    """A flat params file, DVC's ``params.yaml`` layout: its top-level keys are the params themselves (sections
+    like ``train:`` are nested params, ``-p train.lr=0.1``), not names of configs."""
+    if text is None:
+        return {}
+    yaml = _yaml()
+    try:
+        data = _safe_load(text, where)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{where}: expected a mapping of params, got {type(data).__name__}",
+            "for example:\ntrain:\n  lr: 0.01\n  epochs: 10",
+        )
+    return {str(k): v for k, v in data.items()}
+
+
+def layered(under: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` deep-merged onto ``under`` (tables merge key by key; anything else replaces)."""
+    out = copy.deepcopy(under)
+    _apply(out, {}, over, "")
+    return out
+
+
+def write_defaults_file(code: Path, rel: str, values: dict[str, Any]) -> bool:
+    """Where the run's params differ from what the committed defaults file holds, write them over that file in the
+    run's copy of the code (``code``), as ``dvc exp run -S`` writes params.yaml: code that reads the file itself sees
+    the run's params, -c and -p included. Returns whether it wrote; a file that already holds them is left as
+    committed, byte for byte."""
+    path = code / rel
+    committed = load_defaults(path.read_text(encoding="utf-8"), rel) if path.is_file() else None
+    if committed == values:
+        return False
+    yaml = _yaml()
+    path.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(values, sort_keys=True, allow_unicode=True), encoding="utf-8")
+    os.chmod(path, 0o644)
+    return True
 
 
 def merge_params(

@@ -110,6 +110,7 @@ def _rebuild(layout: Layout, original: RunRecord, reporter: Reporter, engine: En
         image_id=original["environment"]["image_id"],
         helper=_helper(runtime, store),
         limits=limits,
+        defaults_file=(original.get("config") or {}).get("defaults_file"),
     )
     result = execute(inputs, record, engine, reporter)
     return RebuildResult(

@@ -11,7 +11,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -25,11 +25,20 @@ from harness.env.recipe import Recipe, load_recipe
 from harness.errors import INTERRUPTED_EXIT_CODE, CodeError, ConfigError, DirtyTreeError, HarnessError
 from harness.files import make_dirs, make_file, withheld
 from harness.paths import Layout, in_ci
-from harness.project import codebase
+from harness.project import codebase, codepaths
 from harness.project.command import Filled, fill
 from harness.project.config import ProjectConfig, find_config_file, parse_config
 from harness.project.limitconfig import parse_limit_options
-from harness.project.params import MAX_ENV_TOTAL, MAX_ENV_VALUE, Params, load_named_configs, merge_params
+from harness.project.params import (
+    MAX_ENV_TOTAL,
+    MAX_ENV_VALUE,
+    Params,
+    layered,
+    load_defaults,
+    load_named_configs,
+    merge_params,
+    write_defaults_file,
+)
 from harness.project.projectfiles import CommittedFiles
 from harness.project.vcs import Change, CommitInfo, Repository
 from harness.runs import ownership, schema, tracking
@@ -128,7 +137,11 @@ def load_project(request: RunRequest) -> Project:
     named = {}
     if config.params_file:
         named = load_named_configs(committed(config.params_file, "params file"), config.params_file)
-    params = merge_params(config.params, named, request.configs, request.overrides, config.params_file)
+    defaults = config.params
+    if config.defaults_file:
+        from_file = load_defaults(committed(config.defaults_file, "defaults file"), config.defaults_file)
+        defaults = layered(from_file, config.params)
+    params = merge_params(defaults, named, request.configs, request.overrides, config.params_file)
     # A project recipe (images/<base>.toml), or a Dockerfile and the files it copies, come from the commit being
     # run, like the config and the lock; a dirty run reads the working tree, which is what it runs.
     recipe_reader = None if changes else (lambda rel: repo.read_file(commit.commit, rel))
@@ -185,6 +198,9 @@ class Inputs:
     image_id: str
     helper: str  # the params helper module's object: what `import harness_params` ran
     limits: Limits
+    defaults_file: str | None = None  # a flat params file in the code, rewritten with the run's params
+    code_paths: dict[str, str] = field(default_factory=dict)  # [paths]: links in /code to /data or /outputs
+    metrics_files: tuple[str, ...] = ()  # outputs read as metrics besides metrics.json(l)
 
 
 def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -> RunResult:
@@ -234,6 +250,9 @@ def _run_project(project: Project, reporter: Reporter, engine: Engine | None, re
         image_id=environment.image_id,
         helper=tracking.store_helper(store),
         limits=run_limits,
+        defaults_file=config.defaults_file,
+        code_paths=config.paths,
+        metrics_files=config.metrics,
     )
     return execute(inputs, record, engine, reporter)
 
@@ -263,8 +282,10 @@ def _execute(
 
     work = layout.work / paths.id
     try:
-        spec = _prepare(inputs, paths, work, store)
+        spec, rewritten = _prepare(inputs, paths, work, store)
         record["runtime"] = _runtime(spec, inputs)
+        if rewritten:
+            record["runtime"]["defaults_file_written"] = str(inputs.defaults_file)
         records.write(record)
         if omitted := record["runtime"].get("params_env_omitted"):
             reporter.progress(
@@ -375,11 +396,15 @@ def _initial_record(
     }
 
 
-def _prepare(inputs: Inputs, paths: RunPaths, work: Path, store: Store) -> ContainerSpec:
+def _prepare(inputs: Inputs, paths: RunPaths, work: Path, store: Store) -> tuple[ContainerSpec, bool]:
+    """The container's spec, and whether the run's params were written over the code's defaults file."""
     make_dirs(work.parent)
     work.mkdir(0o777 & ~withheld(work.parent))
     user = None if os.getuid() != 0 else NOBODY
     codebase.materialize_code(store, inputs.archive, work / "code", inputs.patch)
+    rewritten = bool(inputs.defaults_file) and write_defaults_file(
+        work / "code", str(inputs.defaults_file), inputs.params.values
+    )
     mounts = [Mount(work / "code", "/code")]
     if inputs.data.entries:
         # The container's nobody cannot read objects only their owner may (a private store): those are copied.
@@ -391,6 +416,7 @@ def _prepare(inputs: Inputs, paths: RunPaths, work: Path, store: Store) -> Conta
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
     mounts.append(Mount(work / "harness", "/harness"))
     paths.outputs.mkdir(0o777 & ~withheld(paths.root))
+    codepaths.place(work / "code", paths.outputs, inputs.code_paths, shared=user == NOBODY)
     if user == NOBODY:
         os.chmod(paths.outputs, 0o777)  # the container's unprivileged user writes here
     mounts.append(Mount(paths.outputs, "/outputs", read_only=False))
@@ -420,7 +446,7 @@ def _prepare(inputs: Inputs, paths: RunPaths, work: Path, store: Store) -> Conta
         **helper_env,
     }
     env = tracking.with_pythonpath(env, inputs.extra_env)
-    return ContainerSpec(
+    spec = ContainerSpec(
         image=inputs.image_id,
         command=inputs.command,
         env=env,
@@ -431,6 +457,7 @@ def _prepare(inputs: Inputs, paths: RunPaths, work: Path, store: Store) -> Conta
         name=f"harness-{paths.id}",
         limits=inputs.limits.container(),
     )
+    return spec, rewritten
 
 
 def _runtime(spec: ContainerSpec, inputs: Inputs) -> schema.Runtime:
@@ -480,7 +507,9 @@ def _collect(record: RunRecord, paths: RunPaths, store: Store, layout: Layout, r
     record.pop("metrics_steps_object", None)
     record.pop("metrics_truncated", None)
     record.pop("params_read_error", None)
-    found = tracking.read_metrics(paths.outputs, record["outputs"]["files"])
+    found = tracking.read_metrics(
+        paths.outputs, record["outputs"]["files"], tuple(record["config"].get("metrics") or ())
+    )
     record["metrics"] = found.metrics
     if found.truncated_from is not None:
         record["metrics_truncated"] = {"kept": tracking.MAX_METRIC_KEYS, "total": found.truncated_from}

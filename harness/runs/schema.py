@@ -116,6 +116,7 @@ class Runtime(TypedDict):
     params_helper: str
     params_env_omitted: NotRequired[list[str]]  # dotted params too long for a HARNESS_PARAM_* variable
     limits: NotRequired[Limits]  # absent in records made before harness set limits
+    defaults_file_written: NotRequired[str]  # the run's params written over this defaults file in its code
 
 
 class MetricsTruncated(TypedDict):

@@ -119,8 +119,10 @@ class Metrics:
     truncated_from: int | None = None
 
 
-def read_metrics(outputs: Path, files: dict[str, str]) -> Metrics:
-    """The metrics of a run from its outputs; ``files`` maps output paths to their object ids."""
+def read_metrics(outputs: Path, files: dict[str, str], extra: tuple[str, ...] = ()) -> Metrics:
+    """The metrics of a run from its outputs; ``files`` maps output paths to their object ids; ``extra``: other
+    output files holding a JSON object of metrics (the config's ``metrics``, DVC's ``metrics:``), read after
+    metrics.jsonl and before metrics.json."""
     metrics: dict[str, Any] = {}
     steps: int | None = None
     errors: list[str] = []
@@ -141,6 +143,13 @@ def read_metrics(outputs: Path, files: dict[str, str]) -> Metrics:
                 _deep_update(last, {k: v for k, v in step.items() if k not in STEP_KEYS})
         metrics = last
         steps = count
+    for rel in extra:
+        if rel in ("metrics.json", "metrics.jsonl") or not (outputs / rel).is_file():
+            continue
+        try:
+            _deep_update(metrics, _json_object((outputs / rel).read_text(encoding="utf-8")))
+        except ValueError as exc:
+            errors.append(f"outputs/{rel}: {exc}")
     summary_file = outputs / "metrics.json"
     if summary_file.is_file():
         try:
