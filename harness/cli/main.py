@@ -250,16 +250,38 @@ def init(
     standalone: Annotated[
         bool, typer.Option("--harness-toml", help="Write harness.toml even if pyproject.toml exists.")
     ] = False,
+    source: Annotated[
+        Path | None,
+        typer.Option("--from", metavar="FILE", help="Write the config from an MLproject or a dvc.yaml."),
+    ] = None,
+    stage: Annotated[
+        str | None, typer.Option(metavar="NAME", help="The dvc.yaml stage to run (needed when it has several).")
+    ] = None,
     project: Project = Path("."),
 ) -> None:
     """Write a commented starter config and ignore the store.
 
     Adds a tool.harness table to pyproject.toml, keeping every existing line, or writes harness.toml when
     there is no pyproject.toml (or with --harness-toml); adds .harness/ to .gitignore.
+
+    With --from MLproject: the main entry point's command (its {placeholders} kept), its parameters' defaults
+    and types as [params], and the pip packages of its python_env.yaml or conda.yaml as the requirements
+    (conda packages under their PyPI names; those with no wheel are named in a note). With --from dvc.yaml: the
+    stage's cmd (${x} becomes {x}), its data deps as [data], params.yaml as the defaults_file, its outs and
+    metrics as outputs ([paths]) and its metrics files as the run's metrics. Neither mlflow nor dvc is needed.
+
+    Examples:
+
+      harness init
+
+      harness init --from MLproject
+
+      harness init --from dvc.yaml --stage train
     """
     from harness.project.initconfig import init_project
 
-    for line in init_project(project.resolve(), standalone):
+    root = project.resolve()
+    for line in init_project(root, standalone, (root / source) if source else None, stage):
         echo(line)
 
 

@@ -29,7 +29,7 @@ from harness.paths import Layout
 from harness.project import codebase
 from harness.project.config import project_layout
 from harness.project.params import Params
-from harness.runs import tracking
+from harness.runs import mlflowstore, tracking
 from harness.runs.compare import InputComparison, OutputComparison, compare_inputs, compare_outputs
 from harness.runs.hostinfo import host_facts
 from harness.runs.limits import capacity_soon, from_record
@@ -111,6 +111,8 @@ def _rebuild(layout: Layout, original: RunRecord, reporter: Reporter, engine: En
         helper=_helper(runtime, store),
         limits=limits,
         defaults_file=(original.get("config") or {}).get("defaults_file"),
+        code_paths=dict((original.get("config") or {}).get("paths") or {}),
+        mlflow=mlflowstore.uses_mlflow(p["name"] for p in original["environment"].get("packages") or []),
     )
     result = execute(inputs, record, engine, reporter)
     return RebuildResult(
