@@ -108,13 +108,15 @@ json.dump({"loss": sum((w - p) ** 2 for p in points) / len(points)}, open("eval/
 
 
 def test_init_from_dvc_yaml_writes_the_stage(tmp_path: Path) -> None:
-    make_repo(tmp_path, {"dvc.yaml": DVC_YAML, "params.yaml": DVC_PARAMS, "train.py": DVC_TRAIN})
+    stage = DVC_YAML.replace("      - train.py\n", "      - train.py\n      - src\n")
+    files = {"dvc.yaml": stage, "params.yaml": DVC_PARAMS, "train.py": DVC_TRAIN, "src/util.py": ""}
+    make_repo(tmp_path, files)
     result = harness(tmp_path, "init", "--from", "dvc.yaml")
     assert result.returncode == 0, result.stderr
     table = tomllib.loads((tmp_path / "harness.toml").read_text())
     assert table["command"] == "python train.py --seed {seed}"
     assert table["defaults_file"] == "params.yaml" and table["metrics"] == ["eval/scores.json"]
-    assert table["data"] == {"points.csv": "data/points.csv"}
+    assert table["data"] == {"points.csv": "data/points.csv"}  # src/ holds code: it is in /code
     assert table["paths"] == {
         "data/points.csv": "/data/points.csv",
         "model.json": "/outputs/model.json",

@@ -135,7 +135,8 @@ def run(
       pids     processes and threads at once; past it, forks fail inside the run. Default: 4096
       outputs  what the run may write to /outputs; past it the run is stopped. Default: the free space on
                the store's disk when the run starts, less 5% of that disk (at least 1 GiB)
-      state    what the run may write to /harness/state. Default: 64m
+      state    what the run may write to /harness/state. Default: 64m; with mlflow in the lock
+               (its store is there), the outputs limit
       log      the size of log.txt: past it, it keeps the first and last halves and says what was
                dropped. Default: 64m
 

@@ -67,6 +67,8 @@ def run_summary(record: Mapping[str, Any]) -> str:
         )
     if omitted := (record.get("runtime") or {}).get("params_env_omitted"):
         lines.append(f"  warning  too long for HARNESS_PARAM_* variables, only in params.json: {', '.join(omitted)}")
+    for warning in (record.get("mlflow") or {}).get("warnings") or []:
+        lines.append(f"  warning  {warning}")
     if record.get("params_unread"):
         # Only known when the code loaded its params through harness_params (params_read is not null).
         unread = ", ".join(record["params_unread"])
@@ -158,6 +160,18 @@ def show_record(record: Mapping[str, Any], seal: str | None = None, seal_state: 
         ("unread", _unread(record)),
         ("metrics", _kv(record.get("metrics") or {})),
     ]
+    for run in (record.get("mlflow") or {}).get("runs") or []:
+        models = ", ".join(m["path"] for m in run.get("models") or []) or "none"
+        tags = " ".join(f"{k}={v}" for k, v in (run.get("tags") or {}).items())
+        rows.append(
+            (
+                "mlflow",
+                f"run {run['run_id']} ({run.get('run_name')}), {len(run.get('artifacts') or [])} artifacts, "
+                f"models: {models}" + (f", tags: {tags}" if tags else ""),
+            )
+        )
+    for warning in (record.get("mlflow") or {}).get("warnings") or []:
+        rows.append(("warning", warning))
     limits = (record.get("runtime") or {}).get("limits")
     rows.append(("limits", _limits(limits) if limits else "not recorded (a run made before harness set limits)"))
     if (record.get("log") or {}).get("dropped"):

@@ -138,7 +138,7 @@ def from_dvc(path: Path, stage: str | None) -> Imported:
     paths: dict[str, str] = {}
     for dep in spec.get("deps") or []:
         rel = str(dep).rstrip("/")
-        if PurePosixPath(rel).suffix.lower() in CODE_SUFFIXES and not (root / rel).is_dir():
+        if _is_code(root / rel):
             continue  # code: committed, it is in /code
         if rel in produced:
             imported.notes.append(f"{rel} is another stage's output: run that stage first and add its output as data")
@@ -166,6 +166,13 @@ def from_dvc(path: Path, stage: str | None) -> Imported:
     return imported
 
 
+def _is_code(path: Path) -> bool:
+    """A source file, or a directory holding one (``src/``): committed, so in /code, not data."""
+    if path.is_dir():
+        return any(p.suffix.lower() in CODE_SUFFIXES for _, p in zip(range(10_000), path.rglob("*"), strict=False))
+    return path.suffix.lower() in CODE_SUFFIXES
+
+
 def _python_env(path: Path, imported: Imported) -> str | None:
     doc = _yaml_mapping(path)
     deps = [str(d) for d in doc.get("dependencies") or []]
@@ -190,7 +197,7 @@ def _conda_env(path: Path, imported: Imported) -> str | None:
             python = spec.lstrip("=<>!~ ") or None
         elif name in NOT_REQUIREMENTS:
             continue
-        elif name in CONDA_ONLY or name.startswith(("r-", "cuda-", "lib")):
+        elif name in CONDA_ONLY or name.startswith(("r-", "cuda-")):
             conda_only.append(str(dep))
         else:
             requirements.append(CONDA_TO_PYPI.get(name, name) + spec)

@@ -11,7 +11,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -41,7 +41,7 @@ from harness.project.params import (
 )
 from harness.project.projectfiles import CommittedFiles
 from harness.project.vcs import Change, CommitInfo, Repository
-from harness.runs import ownership, schema, tracking
+from harness.runs import mlflowstore, ownership, schema, tracking
 from harness.runs.hostinfo import host_facts
 from harness.runs.limited import limit_failure, run_limited
 from harness.runs.limits import Limits, capacity_soon, resolve
@@ -201,6 +201,7 @@ class Inputs:
     defaults_file: str | None = None  # a flat params file in the code, rewritten with the run's params
     code_paths: dict[str, str] = field(default_factory=dict)  # [paths]: links in /code to /data or /outputs
     metrics_files: tuple[str, ...] = ()  # outputs read as metrics besides metrics.json(l)
+    mlflow: bool = False  # the environment has mlflow: point it at a store of harness's own (mlflowstore.py)
 
 
 def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -> RunResult:
@@ -234,6 +235,10 @@ def _run_project(project: Project, reporter: Reporter, engine: Engine | None, re
     )
     config = project.config
     run_limits = resolve(config.limits, options, capacity(), f"{config.file.name}: {config.key('limits')}")
+    mlflow = mlflowstore.uses_mlflow(p.name for p in project.lock.packages)
+    if mlflow and run_limits.sources.get("state") == "default":
+        # MLflow's store holds the artifacts and models that become outputs: the outputs limit holds it.
+        run_limits = replace(run_limits, values={**run_limits.values, "state": run_limits["outputs"]})
     record = _initial_record(request, project, environment, archive, patch, data, host)
     # The lock itself, so a rebuild can rebuild the image from the recipe if its archive is gone.
     record["environment"]["lock_object"] = store.put_json(project.lock.to_dict())
@@ -253,6 +258,7 @@ def _run_project(project: Project, reporter: Reporter, engine: Engine | None, re
         defaults_file=config.defaults_file,
         code_paths=config.paths,
         metrics_files=config.metrics,
+        mlflow=mlflow,
     )
     return execute(inputs, record, engine, reporter)
 
@@ -444,6 +450,7 @@ def _prepare(inputs: Inputs, paths: RunPaths, work: Path, store: Store) -> tuple
         **{var: threads for var in THREAD_VARS},
         **inputs.params.env(),
         **helper_env,
+        **(mlflowstore.ENV if inputs.mlflow else {}),
     }
     env = tracking.with_pythonpath(env, inputs.extra_env)
     spec = ContainerSpec(
@@ -483,6 +490,12 @@ def _runtime(spec: ContainerSpec, inputs: Inputs) -> schema.Runtime:
 
 
 def _collect(record: RunRecord, paths: RunPaths, store: Store, layout: Layout, reporter: Reporter) -> None:
+    record.pop("mlflow", None)
+    harvested = mlflowstore.harvest(layout.work / paths.id / "state", paths.outputs, record["params"])
+    if harvested is not None:
+        record["mlflow"] = harvested[0]
+        for warning in harvested[1]:
+            reporter.progress(f"warning: {warning}")
     stored = store_outputs(paths.outputs, store, paths.root / "skipped")
     outputs = stored.snapshot
     record["outputs"] = {
@@ -511,6 +524,12 @@ def _collect(record: RunRecord, paths: RunPaths, store: Store, layout: Layout, r
         paths.outputs, record["outputs"]["files"], tuple(record["config"].get("metrics") or ())
     )
     record["metrics"] = found.metrics
+    if harvested is not None:
+        # The files the code wrote itself win over what it logged to MLflow under the same name.
+        record["metrics"] = {**harvested[0]["metrics"], **found.metrics}
+        if found.steps is None and "mlflow/metrics.jsonl" in record["outputs"]["files"]:
+            record["metrics_steps"] = harvested[0].get("steps", 0)
+            record["metrics_steps_object"] = record["outputs"]["files"]["mlflow/metrics.jsonl"]
     if found.truncated_from is not None:
         record["metrics_truncated"] = {"kept": tracking.MAX_METRIC_KEYS, "total": found.truncated_from}
     if found.steps is not None:

@@ -191,4 +191,5 @@ class RunRecord(TypedDict):
     metrics_error: NotRequired[str]
     metrics_truncated: NotRequired[MetricsTruncated]  # more metrics than the record keeps; all are in the files
     command_template: NotRequired[list[str] | None]  # the configured command as written ({placeholders}); None: given
+    mlflow: NotRequired[dict[str, Any]]  # what the code logged to MLflow: runs' ids, times, tags; params; models
     command_params: NotRequired[list[str]]  # the dotted params its placeholders took, counted as read
