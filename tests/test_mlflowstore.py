@@ -105,3 +105,50 @@ def test_paths_link_code_to_data_and_outputs_and_metrics_files_are_read(tmp_path
     (outputs / "metrics.json").write_text('{"loss": 1}')
     found = read_metrics(outputs, {}, ("eval/scores.json",))
     assert found.metrics == {"loss": 1, "acc": 0.5}  # metrics.json wins a shared name
+
+
+def test_nothing_the_container_left_leads_the_harvest_out_of_its_trees(tmp_path: Path) -> None:
+    """The container wrote the store and the outputs: a symlink in either, pointing at a host path, is not
+    followed (read from, or written through) by harness on the host."""
+    state, outputs, secret, elsewhere = tmp_path / "state", tmp_path / "outputs", tmp_path / "secret", tmp_path / "x"
+    outputs.mkdir()
+    elsewhere.mkdir()
+    secret.write_text("host secret\n")
+    run = "c" * 32
+    _run(state / "mlruns", run, 1000, {"loss": "1 0.5 0\n"}, {"alpha": "0.5"})
+    artifacts = state / "mlruns" / "0" / run / "artifacts"
+    (artifacts / "stolen.txt").symlink_to(secret)
+    (artifacts / "hostdir").symlink_to(tmp_path)
+    (state / "mlruns" / "0" / run / "params" / "leak").symlink_to(secret)
+    (outputs / "model").symlink_to(elsewhere)  # the code left a symlink where the model would go
+    found = harvest(state, outputs, {"alpha": 0.5})
+    assert found is not None
+    section, warnings = found
+    assert "MLflow artifact stolen.txt is not a regular file (a symlink?): not copied" in warnings
+    assert "MLflow artifact hostdir is not a regular file (a symlink?): not copied" in warnings
+    assert "MLflow artifact model/MLmodel is also an output the code wrote: the code's file is kept" in warnings
+    assert list(elsewhere.iterdir()) == [] and not (outputs / "stolen.txt").exists()
+    assert "leak" not in section["params"] and section["runs"][0]["models"][0]["mlmodel"] == {}
+
+
+def test_a_model_logged_into_the_runs_artifacts_as_mlflow_2_does(tmp_path: Path) -> None:
+    state, outputs = tmp_path / "state", tmp_path / "outputs"
+    outputs.mkdir()
+    run = "d" * 32
+    write_files(
+        state / "mlruns" / "0" / run,
+        {
+            "meta.yaml": f"run_id: {run}\nstart_time: 1\n",
+            "artifacts/clf/MLmodel": MLMODEL.format(run=run),
+            "artifacts/clf/model.pkl": "pickle",
+        },
+    )
+    section, warnings = harvest(state, outputs, {}) or ({}, [])
+    assert warnings == []
+    stripped = (
+        "flavors:\n  sklearn:\n    pickled_model: model.pkl\n    run_id: nested-keys-stay\nmlflow_version: 3.17.2\n"
+    )
+    assert (outputs / "clf" / "MLmodel").read_text() == stripped
+    (model,) = section["runs"][0]["models"]
+    assert model["path"] == "clf" and model["mlmodel"]["run_id"] == run and model["mlmodel"]["model_id"] == "m-0dc4"
+    assert not (outputs / "mlflow").exists()  # nothing was logged as a metric

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ ENV = {
 }
 MLMODEL_RUN_KEYS = ("run_id", "model_id", "model_uuid", "utc_time_created", "artifact_path")
 SKIPPED_DIRS = {".trash", "models", ".git"}
+MAX_VALUE = 64 * 1024  # bytes of a param, tag or meta.yaml read (MLflow's own limits are 6,000-8,000 characters)
 
 
 def uses_mlflow(packages: Iterable[str]) -> bool:
@@ -52,7 +53,7 @@ def harvest(state: Path, outputs: Path, params: dict[str, Any]) -> tuple[dict[st
     """Read the run's MLflow store (None if the code logged nothing) into outputs and a record section; returns
     the section and the warnings."""
     store = state / STORE_DIR
-    if not store.is_dir():
+    if not _real_dir(store):
         return None
     runs = sorted(_runs(store), key=lambda r: (int(r["meta"].get("start_time") or 0), r["run_id"]))
     if not runs:
@@ -72,7 +73,7 @@ def harvest(state: Path, outputs: Path, params: dict[str, Any]) -> tuple[dict[st
             moved = _copy_tree(model["dir"] / "artifacts", outputs, target + "/", warnings)
             run_models.append(
                 {"name": model["name"], "model_id": model["model_id"], "path": target, "files": len(moved)}
-                | {"mlmodel": _strip_mlmodel(outputs / target / "MLmodel")}
+                | {"mlmodel": _strip_mlmodel(outputs / target / "MLmodel") if f"{target}/MLmodel" in moved else {}}
             )
         for path in copied:  # a model logged into the run's own artifacts (MLflow 2)
             if Path(path).name == "MLmodel":
@@ -107,23 +108,21 @@ def harvest(state: Path, outputs: Path, params: dict[str, Any]) -> tuple[dict[st
         )
     if history:
         lines = [json.dumps({"step": step, **history[step]}, sort_keys=True) for step in sorted(history)]
-        steps_file = outputs / "mlflow" / "metrics.jsonl"
-        if steps_file.exists():
-            warnings.append("mlflow/metrics.jsonl exists in the outputs already: the step histories are not written")
-        else:
-            steps_file.parent.mkdir(parents=True, exist_ok=True)
-            steps_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        text = "\n".join(lines) + "\n"
+        if _write_new(outputs, "mlflow/metrics.jsonl", text.encode()):
             section["steps"] = len(lines)
+        else:
+            warnings.append("mlflow/metrics.jsonl exists in the outputs already: the step histories are not written")
     section["warnings"] = warnings
     return section, warnings
 
 
 def _runs(store: Path) -> list[dict[str, Any]]:
     runs = []
-    for experiment in sorted(p for p in store.iterdir() if p.is_dir() and p.name not in SKIPPED_DIRS):
-        for run in sorted(p for p in experiment.iterdir() if p.is_dir() and p.name not in SKIPPED_DIRS):
+    for experiment in sorted(p for p in store.iterdir() if _real_dir(p) and p.name not in SKIPPED_DIRS):
+        for run in sorted(p for p in experiment.iterdir() if _real_dir(p) and p.name not in SKIPPED_DIRS):
             meta = _yaml(run / "meta.yaml")
-            if meta.get("run_id") or (run / "params").is_dir() or (run / "metrics").is_dir():
+            if meta.get("run_id") or _real_dir(run / "params") or _real_dir(run / "metrics"):
                 runs.append({"dir": run, "run_id": str(meta.get("run_id") or run.name), "meta": meta})
     return runs
 
@@ -131,10 +130,10 @@ def _runs(store: Path) -> list[dict[str, Any]]:
 def _models(store: Path) -> dict[str, list[dict[str, Any]]]:
     """MLflow 3's logged models (``<experiment>/models/<id>``), by the run that logged them."""
     found: dict[str, list[dict[str, Any]]] = {}
-    for models in sorted(store.glob("*/models")):
-        for model in sorted(p for p in models.iterdir() if p.is_dir()):
+    for models in sorted(p / "models" for p in store.iterdir() if _real_dir(p) and _real_dir(p / "models")):
+        for model in sorted(p for p in models.iterdir() if _real_dir(p)):
             meta = _yaml(model / "meta.yaml")
-            if not (model / "artifacts").is_dir():
+            if not _real_dir(model / "artifacts"):
                 continue
             entry = {"dir": model, "model_id": str(meta.get("model_id") or model.name), "name": str(meta.get("name"))}
             found.setdefault(str(meta.get("source_run_id")), []).append(entry)
@@ -142,33 +141,71 @@ def _models(store: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def _copy_tree(source: Path, outputs: Path, prefix: str, warnings: list[str]) -> list[str]:
-    """Copy ``source`` into ``outputs/prefix``; a path the code wrote itself is kept and named in a warning."""
+    """Copy ``source`` into ``outputs/prefix``; a path the code wrote itself is kept and named in a warning.
+
+    The container wrote both trees and it may have left symlinks in them that lead anywhere on this host: nothing
+    here follows one, in the store or in the outputs (a symlink, FIFO or device is named in a warning instead)."""
     copied: list[str] = []
-    if not source.is_dir():
+    if not _real_dir(source):
         return copied
-    for root, dirs, files in os.walk(source):
+    for root, dirs, files in os.walk(source):  # never descends into a symlinked directory
         dirs.sort()
-        for name in sorted(files):
+        for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(root, d))]):
             path = Path(root) / name
-            if path.is_symlink():
-                continue
             rel = prefix + path.relative_to(source).as_posix()
-            target = outputs / rel
-            if os.path.lexists(target):
+            data = _read(path)
+            if data is None:
+                warnings.append(f"MLflow artifact {rel} is not a regular file (a symlink?): not copied")
+                continue
+            if not _write_new(outputs, rel, data):
                 warnings.append(f"MLflow artifact {rel} is also an output the code wrote: the code's file is kept")
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
             copied.append(rel)
     return copied
 
 
+def _write_new(outputs: Path, rel: str, data: bytes) -> bool:
+    """Write ``data`` to a new file ``outputs/rel``, making the directories on the way; False when the path or a
+    directory on it exists as anything else (the code's own output, or a symlink the code left)."""
+    directory = outputs
+    for part in rel.split("/")[:-1]:
+        directory = directory / part
+        if not os.path.lexists(directory):
+            directory.mkdir()
+        elif not _real_dir(directory):
+            return False
+    try:
+        fd = os.open(directory / rel.split("/")[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except OSError:
+        return False
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    return True
+
+
+def _read(path: Path, limit: int | None = None) -> bytes | None:
+    """A regular file's bytes (at most ``limit``), never through a symlink; None for anything else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            return None
+        return fh.read() if limit is None else fh.read(limit)
+
+
+def _real_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
 def _strip_mlmodel(path: Path) -> dict[str, str]:
     """Drop the top-level lines of an MLmodel file that name ids and times; returns them."""
-    if not path.is_file():
+    data = _read(path)
+    if data is None:
         return {}
     kept, dropped = [], {}
-    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+    for line in data.decode("utf-8", "replace").splitlines(keepends=True):
         key, sep, value = line.partition(":")
         if sep and key in MLMODEL_RUN_KEYS and not line[0].isspace():
             dropped[key] = value.strip().strip("'\"")
@@ -182,25 +219,28 @@ def _strip_mlmodel(path: Path) -> dict[str, str]:
 def _values(directory: Path) -> dict[str, str]:
     """MLflow's one-file-per-key directories (params/, tags/); a key with '/' is a subdirectory."""
     out: dict[str, str] = {}
-    if not directory.is_dir():
+    if not _real_dir(directory):
         return out
     for root, _dirs, files in os.walk(directory):
         for name in files:
             path = Path(root) / name
-            out[path.relative_to(directory).as_posix()] = path.read_text(encoding="utf-8", errors="replace")
+            data = _read(path, MAX_VALUE)
+            if data is not None:
+                out[path.relative_to(directory).as_posix()] = data.decode("utf-8", "replace")
     return dict(sorted(out.items()))
 
 
 def _metrics(directory: Path) -> dict[str, list[tuple[int, float, int]]]:
     """metric -> distinct (timestamp, value, step) points (MLflow 3 writes a metric again when a model is logged)."""
     out: dict[str, list[tuple[int, float, int]]] = {}
-    if not directory.is_dir():
+    if not _real_dir(directory):
         return out
     for root, _dirs, files in os.walk(directory):
         for name in sorted(files):
             path = Path(root) / name
             points: list[tuple[int, float, int]] = []
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            data = _read(path)
+            for line in (data or b"").decode("utf-8", "replace").splitlines():
                 parts = line.split()
                 if len(parts) < 3:
                     continue
@@ -227,12 +267,13 @@ def _same(logged: str, passed: Any) -> bool:
 
 
 def _yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    data = _read(path, MAX_VALUE)
+    if data is None:
         return {}
     import yaml
 
     try:
-        value = yaml.safe_load(path.read_text(encoding="utf-8"))
+        value = yaml.safe_load(data.decode("utf-8", "replace"))
     except yaml.YAMLError:
         return {}
     return value if isinstance(value, dict) else {}
