@@ -43,7 +43,13 @@ def place(code: Path, outputs: Path, paths: Mapping[str, str], shared: bool = Fa
                 f"[paths] {rel}: the commit has this path already",
                 "remove it from the commit (git rm --cached; it is data or an output), or drop the entry",
             )
-        link.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            link.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"[paths] {rel}: cannot make its directory in the code: {exc.strerror}",
+                "a file of the commit is where a directory is needed: rename one of them",
+            ) from None
         os.chmod(link.parent, 0o755)
         if target.startswith("/outputs/"):
             inside = outputs / target[len("/outputs/") :]
