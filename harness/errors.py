@@ -12,7 +12,8 @@
     │                                      that no longer matches its seal or cannot be read
     └── NotFound                 exit 108  unknown run, snapshot or object id
 
-A run that started returns its own exit code instead; an interrupted run exits 130.
+A run that started returns its own exit code instead; an interrupted run exits 130. A sweep that ran exits with
+the number of its runs that failed, at most 99.
 Every error carries what happened (the message) and what to do next (the hint); the CLI prints both
 and no traceback unless asked for with -v.
 """
@@ -20,6 +21,7 @@ and no traceback unless asked for with -v.
 from __future__ import annotations
 
 INTERRUPTED_EXIT_CODE = 130
+MAX_FAILED_EXIT_CODE = 99  # `harness sweep` exits with the number of failed runs, up to this
 
 
 class HarnessError(Exception):

@@ -24,6 +24,7 @@ SECTIONS = {
     "error": schema.Error,
     "process": schema.Process,
     "log": schema.Log,
+    "sweep": schema.Sweep,
 }
 
 

@@ -24,7 +24,7 @@ Handler = Callable[..., int | None]
 
 
 class Interrupted(Exception):
-    """Ctrl-C (or SIGTERM, see main._sigterm_interrupts) inside a command. typer would turn a KeyboardInterrupt
+    """Ctrl-C (or SIGTERM, see app.sigterm_interrupts) inside a command. typer would turn a KeyboardInterrupt
     into a silent exit 130; this carries it to `main`, which says so."""
 
 
@@ -108,6 +108,16 @@ def command(app: typer.Typer, name: str, handler: Handler) -> None:
 def _summary(doc: str) -> str:
     # click would cut it at 45 characters or so, mid-sentence
     return doc.strip().partition("\n")[0]
+
+
+def sigterm_interrupts() -> None:
+    """CI cancels a job with SIGTERM: treat it like Ctrl-C, so containers are removed and runs recorded."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _json_mode(value: bool) -> bool:

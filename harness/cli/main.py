@@ -17,11 +17,19 @@ from typing import Annotated, Any
 import typer
 
 from harness import __version__
-from harness.cli import data, env, export, gc, ls, ui, verify
-from harness.cli.app import AsJson, Interrupted, Project, command, help_without_command, new_app
+from harness.cli import data, env, export, gc, ls, sweep, ui, verify
+from harness.cli.app import (
+    AsJson,
+    Interrupted,
+    Project,
+    command,
+    help_without_command,
+    new_app,
+    sigterm_interrupts,
+)
 from harness.cli.output import STATE, TerminalReporter, echo, json_mode, print_json
 from harness.cli.recovered import finish_dead_runs
-from harness.errors import ERRORS, INTERRUPTED_EXIT_CODE, HarnessError, UsageError
+from harness.errors import ERRORS, INTERRUPTED_EXIT_CODE, MAX_FAILED_EXIT_CODE, HarnessError, UsageError
 
 DESCRIPTION = """Reproducible runs by construction: the committed code, an image pinned by hash, a hashed read-only
 data snapshot and the params, run in a hermetic container and recorded.
@@ -40,6 +48,7 @@ def build_app() -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     command(app, "run", run)
+    sweep.register(app)
     command(app, "show", show)
     command(app, "rebuild", rebuild)
     command(app, "diff", diff_runs)
@@ -170,7 +179,7 @@ def run(
         limits=tuple(limit or ()),
     )
     finish_dead_runs(project)
-    _sigterm_interrupts()
+    sigterm_interrupts()
     result = run_project(request, TerminalReporter(as_json))
     if as_json:
         print_json(result.record)
@@ -213,7 +222,7 @@ def rebuild(run_id: RunId, project: Project = Path("."), as_json: AsJson = False
     from harness.runs.rebuild import rebuild as rebuild_run
 
     finish_dead_runs(project)
-    _sigterm_interrupts()
+    sigterm_interrupts()
     result = rebuild_run(project, run_id, TerminalReporter(as_json))
     if as_json:
         print_json(result.to_dict())
@@ -315,20 +324,17 @@ def exit_codes() -> None:
     """Print the exit codes harness uses, for CI scripts."""
     echo("0-255  the run's own exit code, when the run started (harness run)")
     echo("0/1    rebuild and diff: 0 identical, 1 different")
+    echo(
+        f"0-{MAX_FAILED_EXIT_CODE}   sweep: how many of its runs failed (0: all succeeded; "
+        f"{MAX_FAILED_EXIT_CODE}: that many or more)"
+    )
     for code, error in sorted((cls.exit_code, cls) for cls in ERRORS):
         summary = (error.__doc__ or "").strip().splitlines()[0]
         echo(f"{code:<6} {summary} ({error.__name__})")
-    echo(f"{INTERRUPTED_EXIT_CODE}    interrupted (Ctrl-C or SIGTERM); a run is recorded as interrupted")
-
-
-def _sigterm_interrupts() -> None:
-    """CI cancels a job with SIGTERM: treat it like Ctrl-C, so the container is removed and the run recorded."""
-    import signal
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
+    echo(
+        f"{INTERRUPTED_EXIT_CODE}    interrupted (Ctrl-C or SIGTERM); a run is recorded as interrupted (in a sweep, "
+        "every run that had started)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -136,6 +136,9 @@ def show_record(record: Mapping[str, Any], seal: str | None = None, seal_state: 
         ("run", f"{record['id']}  {record.get('name') or ''}"),
         ("status", _status(record) + ("  [DIRTY: ran uncommitted changes]" if code.get("dirty") else "")),
     ]
+    if record.get("sweep"):
+        where = record["sweep"]
+        rows.append(("sweep", f"{where['id']}  run {where['index'] + 1} of {where['size']}"))
     if seal_state is not None:
         rows.append(("sealed", (f"sha256 {seal[:16]}, " if seal else "") + SEAL_STATES[seal_state]))
     rows += [
@@ -275,4 +278,23 @@ def runs_diff(result: dict[str, Any]) -> str:
     outputs = output_comparison(result["outputs"], a, b)
     lines.append("outputs:" if outputs else "outputs: identical")
     lines += ["  " + line for line in outputs]
+    return "\n".join(lines)
+
+
+def sweep_summary(result: Mapping[str, Any]) -> str:
+    """The end of `harness sweep`: the counts, each run that did not succeed, and how to list the sweep."""
+    counts = [f"{result['succeeded']} succeeded", f"{result['failed']} failed"]
+    if result["interrupted_runs"]:
+        counts.append(f"{result['interrupted_runs']} interrupted")
+    if result["not_started"]:
+        counts.append(f"{result['not_started']} not started")
+    head = "stopped" if result["interrupted"] else "done"
+    lines = [f"sweep {result['sweep']} {head}: {result['size']} runs, {', '.join(counts)}"]
+    for run in result["runs"]:
+        if run["status"] == "succeeded":
+            continue
+        params = " ".join(f"{k}={_fmt_value(v)}" for k, v in run["params"].items())
+        status = _status(run).upper()
+        lines.append(f"  {status:16} {run['run'] or '-':8} {params}" + (f"  {run['error']}" if run["error"] else ""))
+    lines.append(f"list it:  harness ls --where 'sweep == \"{result['sweep']}\"'")
     return "\n".join(lines)

@@ -64,22 +64,33 @@ class Params:
         return out, omitted
 
 
+SWEEP_KEY = "sweep"  # the params file's sweep block (harness sweep), never a named config
+
+
 def load_named_configs(text: str | None, where: str) -> dict[str, dict[str, Any]]:
+    """The named configs of a params file, without its sweep block."""
+    return load_params_file(text, where)[0]
+
+
+def load_params_file(text: str | None, where: str) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+    """A params file: (named configs, its ``sweep:`` block or None). The block is checked by
+    harness.project.sweepgrid, which knows what a sweep may hold."""
     if text is None:
-        return {}
+        return {}, None
     yaml = _yaml()
     try:
         data = _safe_load(text, where)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML: {exc}") from None
     if data is None:
-        return {}
+        return {}, None
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise ConfigError(
             f"{where}: expected a mapping of config names to param mappings",
             "for example:\nbaseline:\n  model: baseline\nlinear_regression:\n  model: linear_regression",
         )
-    return {str(k): v for k, v in data.items()}
+    sweep = data.pop(SWEEP_KEY, None)
+    return {str(k): v for k, v in data.items()}, sweep
 
 
 def load_defaults(text: str | None, where: str) -> dict[str, Any]:
@@ -132,7 +143,10 @@ def merge_params(
     selected: Sequence[str],
     overrides: Sequence[str],
     params_file: str | None,
+    swept: Sequence[tuple[str, Any]] = (),
 ) -> Params:
+    """Defaults, then the named configs selected, then the ``-p`` overrides, then ``swept``: one point of a sweep,
+    (dotted key, value already parsed) pairs, recorded with the source "sweep"."""
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     _apply(values, sources, defaults, "default")
@@ -140,6 +154,8 @@ def merge_params(
         if name not in named:
             known = ", ".join(sorted(named)) or "none"
             where = params_file or "the params file (no params_file is configured)"
+            if name == SWEEP_KEY:
+                known += f" ({SWEEP_KEY!r} is the sweep block, which `harness sweep` expands)"
             raise ConfigError(f"no named config {name!r} in {where}", f"known configs: {known}")
         _apply(values, sources, named[name], f"config:{name}")
     for item in overrides:
@@ -152,14 +168,20 @@ def merge_params(
             value = _safe_load(raw, f"-p {key}") if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
-        nested: dict[str, Any] = {}
-        cursor = nested
-        parts = key.split(".")
-        for part in parts[:-1]:
-            cursor = cursor.setdefault(part, {})
-        cursor[parts[-1]] = value
-        _apply(values, sources, nested, "override")
+        _apply(values, sources, _nest(key, value), "override")
+    for key, value in swept:
+        _apply(values, sources, _nest(key, value), "sweep")
     return Params(values=values, sources=dict(sorted(sources.items())), configs=tuple(selected))
+
+
+def _nest(dotted: str, value: Any) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    cursor = nested
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    return nested
 
 
 def _apply(
@@ -257,3 +279,20 @@ def _yaml() -> Any:
     import yaml
 
     return yaml
+
+
+def parse_list(text: str, where: str) -> list[Any]:
+    """``text`` as the items of a YAML flow sequence (``0.1, 0.01`` is two numbers, ``"a,b", c`` two strings,
+    ``[1, 2], [3]`` two lists), under the same bounds as any params YAML; a ConfigError naming ``where``."""
+    yaml = _yaml()
+    try:
+        value = _safe_load(f"[{text}]", where)
+    except yaml.YAMLError as exc:
+        problem = str(getattr(exc, "problem", None) or exc).strip()
+        raise ConfigError(
+            f"{where}: {text!r} is not a list of values ({problem})",
+            "values are separated by commas and read as YAML: quote a value that holds a comma or a bracket "
+            "(-p 'name=\"a,b\",c'), give a list value in brackets (-p 'layers=[64,64],[128]')",
+        ) from None
+    assert isinstance(value, list)
+    return value

@@ -6,7 +6,9 @@ ever passed to ``eval``. Allowed: comparisons (``== != < <= > >= in``, ``not in`
 ``and``/``or``/``not``, parentheses, constants (numbers, strings, ``true``/``false``/``null`` or their Python
 spellings, lists of constants for ``in``), and dotted names over the record (``metrics.rmse_test``,
 ``params.model.depth``, ``code.branch``, ``metrics["f1-score"]`` for keys that are not identifiers).
-Shorthands: ``dirty`` (``code.dirty``), ``commit`` (``code.commit``). A name a run lacks is missing, and a
+Shorthands, for a bare name: ``dirty`` (``code.dirty``), ``commit`` (``code.commit``), ``data``
+(``data.snapshot``), ``sweep`` (``sweep.id``: ``sweep == "5e1f0a2c"`` selects a sweep's runs); with a field after
+it a name is the record's own (``sweep.index``, ``data.files``). A name a run lacks is missing, and a
 comparison with a missing value or between values of unlike types (a string and a number) is false, as in SQL.
 """
 
@@ -22,7 +24,12 @@ from harness.errors import UsageError
 from harness.flatten import flat
 
 MISSING: Any = object()
-ALIASES = {"dirty": ("code", "dirty"), "commit": ("code", "commit"), "data": ("data", "snapshot")}
+ALIASES = {
+    "dirty": ("code", "dirty"),
+    "commit": ("code", "commit"),
+    "data": ("data", "snapshot"),
+    "sweep": ("sweep", "id"),
+}
 _LITERALS = {"true": True, "false": False, "null": None, "none": None}
 _COMPARE: dict[type, Callable[[Any, Any], bool]] = {
     ast.Eq: lambda a, b: a == b,
@@ -136,14 +143,15 @@ def _check(text: str, node: ast.expr, names: set[Path_]) -> None:
         raise _error(text, node.col_offset, f"{what} is not allowed (only comparisons, and/or/not, names, constants)")
 
 
-def _path(text: str, node: ast.expr) -> Path_ | None:
-    """The dotted path of a name (None for the literals true/false/null)."""
+def _path(text: str, node: ast.expr, bare: bool = True) -> Path_ | None:
+    """The dotted path of a name (None for the literals true/false/null). A shorthand stands for its field only
+    as a bare name: ``sweep`` is sweep.id, ``sweep.index`` the record's sweep.index."""
     if isinstance(node, ast.Name):
         if node.id.lower() in _LITERALS:
             return None
-        return ALIASES.get(node.id, (node.id,))
+        return ALIASES.get(node.id, (node.id,)) if bare else (node.id,)
     if isinstance(node, ast.Attribute):
-        base = _path(text, node.value)
+        base = _path(text, node.value, bare=False)
         if base is None:
             raise _error(text, node.col_offset, "a literal has no fields")
         return (*base, node.attr)
@@ -151,7 +159,7 @@ def _path(text: str, node: ast.expr) -> Path_ | None:
         key = node.slice
         if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
             raise _error(text, key.col_offset, 'subscripts must be strings, like metrics["f1-score"]')
-        base = _path(text, node.value)
+        base = _path(text, node.value, bare=False)
         if base is None:
             raise _error(text, node.col_offset, "a literal has no fields")
         return (*base, key.value)
@@ -246,7 +254,7 @@ def unknown_names(where: Where, records: Iterable[dict[str, Any]]) -> list[str]:
 
 def suggest(name: str, records: list[dict[str, Any]]) -> list[str]:
     known = {f"{group}.{key}" for r in records for group in ("params", "metrics") for key in flat(r.get(group) or {})}
-    known |= {"status", "name", "id", "dirty", "commit", "exit_code", "started_at"}
+    known |= {"status", "name", "id", "dirty", "commit", "exit_code", "started_at", "sweep", "sweep.index"}
     return difflib.get_close_matches(name, sorted(known), n=3)
 
 

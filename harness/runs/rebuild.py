@@ -130,6 +130,7 @@ def _new_record(original: RunRecord, host: dict[str, Any]) -> RunRecord:
     record.pop("error", None)
     record.pop("metrics_error", None)
     record.pop("log", None)
+    record.pop("sweep", None)  # a rebuild re-executes one run; it is no run of the sweep
     record["id"] = None
     record["status"] = "running"
     record["exit_code"] = None

@@ -389,6 +389,10 @@ _SCALAR_PATHS = {
     ("code", "dirty"): "dirty",
     ("data", "snapshot"): "snapshot",
     ("environment", "image_id"): "image_id",
+    # A sweep's fields are no column of their own: SQLite reads them from the record, parsing no JSON in Python.
+    ("sweep", "id"): "json_extract(record, '$.sweep.id')",
+    ("sweep", "index"): "json_extract(record, '$.sweep.index')",
+    ("sweep", "size"): "json_extract(record, '$.sweep.size')",
 }
 
 

@@ -11,47 +11,30 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 from harness.docker.engine import connect
 from harness.docker.interface import ContainerInterrupted, ContainerSpec, Engine, Mount
-from harness.env import images, lockfile
-from harness.env.environment import Environment
-from harness.env.projectlock import read_project_lock
-from harness.env.recipe import Recipe, load_recipe
-from harness.errors import INTERRUPTED_EXIT_CODE, CodeError, ConfigError, DirtyTreeError, HarnessError
+from harness.errors import INTERRUPTED_EXIT_CODE, HarnessError
 from harness.files import make_dirs, make_file, withheld
-from harness.paths import Layout, in_ci
+from harness.paths import Layout
 from harness.project import codebase, codepaths
-from harness.project.command import Filled, fill
-from harness.project.config import ProjectConfig, find_config_file, parse_config
-from harness.project.limitconfig import parse_limit_options
-from harness.project.params import (
-    MAX_ENV_TOTAL,
-    MAX_ENV_VALUE,
-    Params,
-    layered,
-    load_defaults,
-    load_named_configs,
-    merge_params,
-    write_defaults_file,
-)
-from harness.project.projectfiles import CommittedFiles
-from harness.project.vcs import Change, CommitInfo, Repository
+from harness.project.params import MAX_ENV_TOTAL, MAX_ENV_VALUE, write_defaults_file
 from harness.runs import mlflowstore, ownership, schema, tracking
-from harness.runs.hostinfo import host_facts
+from harness.runs.context import MAX_LISTED_CHANGES, Inputs, RunRequest, load_project, prepare
 from harness.runs.limited import limit_failure, run_limited
-from harness.runs.limits import Limits, capacity_soon, resolve
 from harness.runs.logcap import CappedLog
 from harness.runs.records import Records, RunPaths
-from harness.runs.schema import SCHEMA, RunRecord
+from harness.runs.schema import RunRecord
 from harness.storage import datasets, snapshot
 from harness.storage.outputs import store_outputs
 from harness.storage.store import Store
 from harness.storage.storelock import adding_objects
+
+__all__ = ["Inputs", "Reporter", "RunRequest", "RunResult", "container_name", "execute", "run"]
 
 NOBODY = "65534:65534"
 THREAD_VARS = (
@@ -61,26 +44,15 @@ THREAD_VARS = (
     "NUMEXPR_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS",
 )
-MAX_LISTED_CHANGES = 20
+Stopped = Callable[[], bool]
+"""Whether the run's caller has been asked to stop (a sweep's Ctrl-C): checked before the container starts, and
+after it ends, to record a container the caller killed as interrupted rather than failed."""
 
 
 class Reporter(Protocol):
     def progress(self, message: str) -> None: ...
     def output(self, stream: str, chunk: bytes) -> None: ...
     def started(self, run_id: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    project_dir: Path
-    rev: str = "HEAD"
-    allow_dirty: bool = False
-    configs: tuple[str, ...] = ()
-    overrides: tuple[str, ...] = ()
-    name: str | None = None
-    command: tuple[str, ...] | None = None
-    rehash: bool = False  # read every data file, trusting no cached hash
-    limits: tuple[str, ...] = ()  # --limit KEY=VALUE
 
 
 @dataclass(frozen=True)
@@ -96,186 +68,47 @@ class RunResult:
         return self.record["exit_code"]
 
 
-@dataclass(frozen=True)
-class Project:
-    """A project at one commit: what the run will compute, fully resolved, before anything runs."""
-
-    layout: Layout
-    repo: Repository
-    commit: CommitInfo
-    config: ProjectConfig
-    params: Params
-    recipe: Recipe
-    lock: lockfile.Lock
-    changes: tuple[Change, ...]  # non-empty only for a dirty run
-    command: Filled  # the argv as run: the configured command with its {placeholders} filled, or the one given
-
-
-def load_project(request: RunRequest) -> Project:
-    config_file = find_config_file(request.project_dir.resolve())
-    root = config_file.parent
-    layout = Layout.for_project(root)
-    repo = Repository.open(root)
-    commit = repo.resolve(request.rev)
-    changes = _check_clean(repo, commit, request, layout)
-
-    def committed(rel: str, what: str) -> str:
-        if changes:
-            path = root / rel
-            if not path.is_file():
-                raise ConfigError(f"{what} {rel} does not exist in {root}")
-            return path.read_text(encoding="utf-8")
-        text = repo.read_file(commit.commit, rel)
-        if text is None:
-            raise ConfigError(
-                f"{what} {rel} is not in commit {commit.commit[:12]}",
-                f"commit it (`git add {rel} && git commit`): harness runs only what is committed",
-            )
-        return text
-
-    config = parse_config(committed(config_file.name, "config file"), config_file, root)
-    named = {}
-    if config.params_file:
-        named = load_named_configs(committed(config.params_file, "params file"), config.params_file)
-    defaults = config.params
-    if config.defaults_file:
-        from_file = load_defaults(committed(config.defaults_file, "defaults file"), config.defaults_file)
-        defaults = layered(from_file, config.params)
-    params = merge_params(defaults, named, request.configs, request.overrides, config.params_file)
-    # A project recipe (images/<base>.toml), or a Dockerfile and the files it copies, come from the commit being
-    # run, like the config and the lock; a dirty run reads the working tree, which is what it runs.
-    recipe_reader = None if changes else (lambda rel: repo.read_file(commit.commit, rel))
-    files = None if changes else CommittedFiles(repo, commit.commit)
-    recipe = load_recipe(config.base, root, read=recipe_reader, files=files, build_network=config.build_network)
-    lock = read_project_lock(config, recipe, committed)
-    if request.command:  # given after `--`: run untouched
-        command = Filled(tuple(request.command), ())
-    else:
-        command = fill(config.command, params.values, f"{config.file.name}: {config.key('command')}")
-    return Project(layout, repo, commit, config, params, recipe, lock, tuple(changes), command)
-
-
-def _check_clean(repo: Repository, commit: CommitInfo, request: RunRequest, layout: Layout) -> list[Change]:
-    if request.allow_dirty and not commit.is_head:
-        raise CodeError(
-            f"--allow-dirty runs the working tree, which is based on HEAD, not {request.rev}",
-            f"drop --allow-dirty to run {request.rev} exactly as committed, or check it out first",
-        )
-    if not commit.is_head:
-        return []  # another commit runs exactly as committed; the working tree plays no part
-    changes = repo.changes(exclude=[layout.store])
-    if not changes:
-        return []
-    listed = "\n".join(f"  {c.status:10} {c.path}" for c in changes[:MAX_LISTED_CHANGES])
-    more = f"\n  ... and {len(changes) - MAX_LISTED_CHANGES} more" if len(changes) > MAX_LISTED_CHANGES else ""
-    if request.allow_dirty and in_ci():
-        raise DirtyTreeError(
-            f"the working tree has uncommitted changes, and CI never runs a dirty tree:\n{listed}{more}",
-            "commit the changes in the pipeline before `harness run`, or fix the step that modifies the checkout",
-        )
-    if not request.allow_dirty:
-        raise DirtyTreeError(
-            f"the working tree has uncommitted changes:\n{listed}{more}",
-            "commit them (`git add -A && git commit`), add them to .gitignore, or run with --allow-dirty to run "
-            "the working tree as it is (the diff is stored and the run is marked dirty)",
-        )
-    return changes
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """Everything the container needs, resolved: from a project at a commit (run) or from a record (rebuild)."""
-
-    layout: Layout
-    command: tuple[str, ...]
-    params: Params
-    commit_time: int  # SOURCE_DATE_EPOCH
-    threads: int
-    extra_env: dict[str, str]
-    archive: str  # code archive object
-    patch: str | None  # dirty-run patch manifest object
-    data: snapshot.Snapshot
-    image_id: str
-    helper: str  # the params helper module's object: what `import harness_params` ran
-    limits: Limits
-    defaults_file: str | None = None  # a flat params file in the code, rewritten with the run's params
-    code_paths: dict[str, str] = field(default_factory=dict)  # [paths]: links in /code to /data or /outputs
-    metrics_files: tuple[str, ...] = ()  # outputs read as metrics besides metrics.json(l)
-    mlflow: bool = False  # the environment has mlflow: point it at a store of harness's own (mlflowstore.py)
-
-
 def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -> RunResult:
     project = load_project(request)
     # Until the record names them, the objects this run stores are referenced by nothing: `harness gc` waits.
     with adding_objects(project.layout.store, reporter.progress):
-        return _run_project(project, reporter, engine, request)
+        engine = engine or connect()
+        context = prepare(project, request, engine, reporter.progress)
+        inputs, record = context.start(project.params)
+        return execute(inputs, record, engine, reporter)
 
 
-def _run_project(project: Project, reporter: Reporter, engine: Engine | None, request: RunRequest) -> RunResult:
-    options = parse_limit_options(request.limits)
-    layout = project.layout
-    store = Store(layout.objects)
-    engine = engine or connect()
-    capacity = capacity_soon(engine, layout.store)
-    host = host_facts(engine.version())
-
-    # The code before the environment: code that cannot be run (a submodule) is refused before any image is built.
-    reporter.progress("hashing code")
-    archive = codebase.archive_tree(project.repo, project.commit.tree, store, layout.store / "code")
-    patch = codebase.capture_dirty(project.repo, list(project.changes), store) if project.changes else None
-
-    environment = images.ensure_environment(project.recipe, project.lock, layout, engine, reporter.progress)
-
-    data = snapshot.snapshot_roots(
-        {d.name: d.path for d in project.config.data},
-        store,
-        layout.stat_cache,
-        progress=_byte_progress(reporter, "snapshotting data"),
-        rehash=request.rehash,
-    )
-    config = project.config
-    run_limits = resolve(config.limits, options, capacity(), f"{config.file.name}: {config.key('limits')}")
-    mlflow = mlflowstore.uses_mlflow(p.name for p in project.lock.packages)
-    if mlflow and run_limits.sources.get("state") == "default":
-        # MLflow's store holds the artifacts and models that become outputs: the outputs limit holds it.
-        run_limits = replace(run_limits, values={**run_limits.values, "state": run_limits["outputs"]})
-    record = _initial_record(request, project, environment, archive, patch, data, host)
-    # The lock itself, so a rebuild can rebuild the image from the recipe if its archive is gone.
-    record["environment"]["lock_object"] = store.put_json(project.lock.to_dict())
-    inputs = Inputs(
-        layout=layout,
-        command=tuple(record["command"]),
-        params=project.params,
-        commit_time=project.commit.time,
-        threads=project.config.threads,
-        extra_env=project.config.env,
-        archive=archive,
-        patch=patch.manifest if patch else None,
-        data=data,
-        image_id=environment.image_id,
-        helper=tracking.store_helper(store),
-        limits=run_limits,
-        defaults_file=config.defaults_file,
-        code_paths=config.paths,
-        metrics_files=config.metrics,
-        mlflow=mlflow,
-    )
-    return execute(inputs, record, engine, reporter)
-
-
-def execute(inputs: Inputs, record: RunRecord, engine: Engine, reporter: Reporter) -> RunResult:
+def execute(
+    inputs: Inputs, record: RunRecord, engine: Engine, reporter: Reporter, stopped: Stopped | None = None
+) -> RunResult:
     """Allocate a run, record it, run the container, collect outputs and metrics, finish the record.
 
     The run is owned by this process from allocation to its final record (ownership.py): if the process dies,
-    the next harness command notices and records the run as interrupted (recovery.py)."""
+    the next harness command notices and records the run as interrupted (recovery.py). The container is named
+    ``harness-<run id>``: a caller that runs several at once stops one with ``engine.kill`` by that name, after
+    making ``stopped`` true, and the run is recorded interrupted."""
     records = Records(inputs.layout.runs, inputs.layout.index)
     paths = records.allocate()
     with ownership.hold(paths.root):
-        return _execute(inputs, record, engine, reporter, records, paths)
+        return _execute(inputs, record, engine, reporter, records, paths, stopped or _never)
+
+
+def container_name(run_id: str) -> str:
+    return f"harness-{run_id}"
+
+
+def _never() -> bool:
+    return False
 
 
 def _execute(
-    inputs: Inputs, record: RunRecord, engine: Engine, reporter: Reporter, records: Records, paths: RunPaths
+    inputs: Inputs,
+    record: RunRecord,
+    engine: Engine,
+    reporter: Reporter,
+    records: Records,
+    paths: RunPaths,
+    stopped: Stopped,
 ) -> RunResult:
     layout = inputs.layout
     store = Store(layout.objects)
@@ -312,9 +145,14 @@ def _execute(
 
             ended = None
             try:
+                if stopped():
+                    raise ContainerInterrupted("interrupted before its container started")
                 ended = run_limited(engine, spec, sink, inputs.limits, paths.outputs, work / "state")
                 record["status"] = "succeeded" if ended.exit_code == 0 else "failed"
                 record["exit_code"] = ended.exit_code
+                if ended.exit_code != 0 and stopped():
+                    ended = None  # killed by its caller, not ended by its code or a limit
+                    raise ContainerInterrupted("interrupted: the container was stopped and removed")
             except ContainerInterrupted:
                 record["status"] = "interrupted"
                 record["exit_code"] = None
@@ -339,67 +177,6 @@ def _execute(
         snapshot.remove_materialized(work)  # code, data and params: read-only trees of store hardlinks
     _finish(record, started, records)
     return RunResult(record)
-
-
-def _initial_record(
-    request: RunRequest,
-    project: Project,
-    environment: Environment,
-    archive: str,
-    patch: codebase.DirtyPatch | None,
-    data: snapshot.Snapshot,
-    host: dict[str, Any],
-) -> RunRecord:
-    config = project.config
-    commit = project.commit
-    name = request.name or "+".join((config.name, *project.params.configs))
-    return {
-        "schema": SCHEMA,
-        "id": None,
-        "name": name,
-        "status": "running",
-        "exit_code": None,
-        "started_at": None,
-        "finished_at": None,
-        "duration_s": None,
-        "command": list(project.command.argv),
-        # As written, and the params its placeholders took (counted as read): a rebuild runs the recorded argv.
-        "command_template": None if request.command else list(config.command),
-        "command_params": list(project.command.params),
-        "params": project.params.values,
-        "params_digest": project.params.digest,
-        "params_sources": project.params.sources,
-        "configs": list(project.params.configs),
-        "code": {
-            "commit": commit.commit,
-            "tree": commit.tree,
-            "dirty": patch is not None,
-            "patch": patch.manifest if patch else None,
-            "diff": patch.diff if patch else None,
-            "changes": [{"path": c.path, "status": c.status} for c in patch.changes] if patch else [],
-            "branch": commit.branch,
-            "remote": commit.remote,
-            "subject": commit.subject,
-            "committed_at": _iso(commit.time),
-            "committed_at_epoch": commit.time,
-            "project_path": project.repo.subdir,
-            "archive": archive,
-        },
-        # The environment, data and host sections come from lower layers as plain dicts of these shapes.
-        "environment": cast(
-            schema.Environment, environment.to_record() | {"recipe": config.base, "lock_file": config.lock}
-        ),
-        "data": cast(
-            schema.Data,
-            data.to_dict()
-            | {"mount": "/data", "sources": {d.name: d.configured for d in config.data}, "read_only": True},
-        ),
-        "outputs": {"manifest": None, "files": {}, "bytes": 0},
-        "metrics": {},
-        "host": cast(schema.Host, host),
-        "config": config.to_dict(),
-        "rebuild_of": None,
-    }
 
 
 def _prepare(inputs: Inputs, paths: RunPaths, work: Path, store: Store) -> tuple[ContainerSpec, bool]:
@@ -461,7 +238,7 @@ def _prepare(inputs: Inputs, paths: RunPaths, work: Path, store: Store) -> tuple
         workdir="/code",
         user=uid_gid,
         labels=ownership.labels(paths.id, inputs.layout.store),
-        name=f"harness-{paths.id}",
+        name=container_name(paths.id),
         limits=inputs.limits.container(),
     )
     return spec, rewritten
@@ -551,21 +328,6 @@ def _finish(record: RunRecord, started: float, records: Records) -> None:
     record["finished_at"] = _iso(finished)
     record["duration_s"] = round(finished - started, 3)
     records.write(record)
-
-
-def _byte_progress(reporter: Reporter, label: str) -> Callable[[int, int], None]:
-    state = {"last": 0.0, "start": time.monotonic()}
-
-    def report(done: int, total: int) -> None:
-        now = time.monotonic()
-        # Only long work gets progress lines; at most two a second.
-        if now - state["start"] < 1.0 or (now - state["last"] < 0.5 and done < total):
-            return
-        state["last"] = now
-        pct = 100 * done / total if total else 100
-        reporter.progress(f"{label}: {done / 1e6:,.0f} / {total / 1e6:,.0f} MB ({pct:.0f}%)")
-
-    return report
 
 
 def _iso(timestamp: float) -> str:

@@ -157,6 +157,15 @@ class Log(TypedDict):
     dropped: int  # what log.txt does not hold: it keeps the head and the tail within the log limit
 
 
+class Sweep(TypedDict):
+    """The sweep a run belongs to (`harness sweep`): all its runs share the id; ``index`` is the run's place in the
+    grid (0-based, the last axis changing fastest), ``size`` the number of runs in the grid."""
+
+    id: str
+    index: int
+    size: int
+
+
 class RunRecord(TypedDict):
     schema: str
     id: str | None  # None only before the run is allocated
@@ -193,3 +202,4 @@ class RunRecord(TypedDict):
     command_template: NotRequired[list[str] | None]  # the configured command as written ({placeholders}); None: given
     mlflow: NotRequired[dict[str, Any]]  # what the code logged to MLflow: runs' ids, times, tags; params; models
     command_params: NotRequired[list[str]]  # the dotted params its placeholders took, counted as read
+    sweep: NotRequired[Sweep]  # absent for a run that is not part of a sweep (and for a rebuild)
