@@ -20,11 +20,12 @@ from typing import Any, Protocol
 
 from harness.docker.interface import Engine
 from harness.errors import INTERRUPTED_EXIT_CODE, MAX_FAILED_EXIT_CODE
+from harness.project.params import Params
 from harness.project.sweepgrid import Grid, build_grid
-from harness.runs.context import RunRequest, load_project, prepare
-from harness.runs.executor import LocalExecutor, Outcome, Task, TaskReporter
+from harness.runs.context import Inputs, RunContext, RunRequest, load_project, prepare
+from harness.runs.executor import Executor, LocalExecutor, Outcome, Task, TaskReporter
 from harness.runs.runner import RunResult, execute
-from harness.runs.schema import Sweep
+from harness.runs.schema import RunRecord, Sweep
 from harness.storage.storelock import adding_objects
 
 SWEEP_ID_BYTES = 4  # 8 hex digits
@@ -99,8 +100,46 @@ class SweepResult:
         }
 
 
+@dataclass(frozen=True)
+class SweepPlan:
+    """A sweep ready to run: its id, its grid, the prepared context every run shares and each run's params. An
+    executor turns a task into a run with :meth:`start`, wherever that run executes."""
+
+    id: str
+    grid: Grid
+    context: RunContext
+    params: tuple[Params, ...]  # by task index
+    jobs: int
+
+    def tasks(self) -> list[Task]:
+        return [Task(index, point) for index, point in enumerate(self.grid.points())]
+
+    def start(self, task: Task) -> tuple[Inputs, RunRecord]:
+        """The run of ``task``: what its container gets and its first record (plain JSON, with its sweep)."""
+        where: Sweep = {"id": self.id, "index": task.index, "size": self.grid.size}
+        return self.context.start(self.params[task.index], sweep=where)
+
+
+ExecutorFactory = Callable[[SweepPlan, Engine, Callable[[], Engine]], Executor]
+"""Makes the executor of a plan, given the engine the plan was prepared on and a way to connect more."""
+
+
+def local_executor(plan: SweepPlan, control: Engine, connect_engine: Callable[[], Engine]) -> Executor:
+    """Runs on this machine's engine, ``plan.jobs`` at a time, each with its own connection."""
+    engines = [connect_engine() for _ in range(plan.jobs)]
+
+    def run_one(task: Task, engine: Engine, reporter: TaskReporter, stopped: Callable[[], bool]) -> RunResult:
+        inputs, record = plan.start(task)
+        return execute(inputs, record, engine, reporter, stopped)
+
+    return LocalExecutor(control, engines, run_one)
+
+
 def sweep(
-    request: SweepRequest, events: SweepEvents, connect_engine: Callable[[], Engine] | None = None
+    request: SweepRequest,
+    events: SweepEvents,
+    connect_engine: Callable[[], Engine] | None = None,
+    executor_for: ExecutorFactory = local_executor,
 ) -> SweepResult:
     if connect_engine is None:
         from harness.docker.engine import connect
@@ -108,26 +147,20 @@ def sweep(
         connect_engine = connect
     project = load_project(request.run)
     grid = build_grid(project.sweep_block, project.config.params_file, request.axes)
-    tasks = [Task(index, point) for index, point in enumerate(grid.points())]
-    params = [project.params_for(request.run, task.point) for task in tasks]  # every point checked now
-    jobs = max(1, min(request.jobs, len(tasks)))
+    points = grid.points()
+    params = tuple(project.params_for(request.run, point) for point in points)  # every point checked now
     with adding_objects(project.layout.store, events.progress):
         control = connect_engine()
         context = prepare(project, request.run, control, events.progress)
-        engines = [connect_engine() for _ in range(jobs)]
-        sweep_id = secrets.token_hex(SWEEP_ID_BYTES)
-
-        def run_one(task: Task, engine: Engine, reporter: TaskReporter, stopped: Callable[[], bool]) -> RunResult:
-            where: Sweep = {"id": sweep_id, "index": task.index, "size": grid.size}
-            inputs, record = context.start(params[task.index], sweep=where)
-            return execute(inputs, record, engine, reporter, stopped)
-
-        events.planned(sweep_id, grid, jobs)
-        counting = _Counting(events, Counts(len(tasks)))
-        outcomes = LocalExecutor(control, engines, run_one).run_all(tasks, counting)
+        jobs = max(1, min(request.jobs, len(points)))
+        plan = SweepPlan(secrets.token_hex(SWEEP_ID_BYTES), grid, context, params, jobs)
+        executor = executor_for(plan, control, connect_engine)
+        events.planned(plan.id, grid, jobs)
+        tasks = plan.tasks()
+        outcomes = executor.run_all(tasks, _Counting(events, Counts(len(tasks))))
     # Only a stopped sweep leaves a run interrupted or not started: its runs' threads see no Ctrl-C of their own.
     stopped = any(o.status in ("interrupted", "not started") for o in outcomes)
-    return SweepResult(sweep_id, grid, tuple(outcomes), stopped)
+    return SweepResult(plan.id, grid, tuple(outcomes), stopped)
 
 
 class _Counting:
