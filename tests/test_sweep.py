@@ -20,6 +20,7 @@ from harness.errors import ConfigError
 from harness.project.params import load_params_file, merge_params
 from harness.project.sweepgrid import MAX_RUNS, build_grid
 from harness.runs import ownership
+from harness.runs.limits import Capacity, Limits
 from harness.runs.query import parse_where
 from tests.projects import cli_env, harness, valid_record
 
@@ -86,6 +87,13 @@ def test_swept_values_override_everything_and_say_so() -> None:
     assert params.sources == {"lr": "sweep", "opt.m": "sweep"}
 
 
+def test_runs_at_once_share_the_host_defaults_and_keep_what_was_set() -> None:
+    limits = Limits({"memory": 8 << 30, "outputs": 100 << 30, "pids": 4096}, {"outputs": "config"})
+    shared = limits.shared(3)
+    assert shared["memory"] == ((8 << 30) // 3) & ~((1 << 20) - 1) and shared["outputs"] == 100 << 30
+    assert shared["pids"] == 4096 and shared.sources == limits.sources and limits.shared(1) is limits
+
+
 def test_where_sweep_is_the_sweep_id_and_sweep_index_the_record_field() -> None:
     record = {"sweep": {"id": "5e1f0a2c", "index": 2, "size": 4}, "data": {"snapshot": "s", "files": 3}}
     assert parse_where('sweep == "5e1f0a2c" and sweep.index == 2 and sweep.size == 4')(record)
@@ -135,6 +143,8 @@ def test_a_sweep_runs_two_at_once_and_records_every_run_as_an_ordinary_run(probe
     assert [r["metrics"]["total"] for r in records] == [10, 10, 20, 20]
     for key in (("code", "archive"), ("environment", "image_id"), ("data", "snapshot")):
         assert len({r[key[0]][key[1]] for r in records}) == 1
+    host = Capacity.of(engine.resources(), project / ".harness").defaults()  # two at once: half the memory each
+    assert [r["runtime"]["limits"]["memory"] for r in records] == [(int(host["memory"] or 0) // 2) >> 20 << 20] * 4
     # -j 2: some two runs were in their containers at the same time (each sleeps 2 s)
     spans = sorted((r["started_at"], r["finished_at"]) for r in records)
     assert any(a[1] > b[0] for a, b in zip(spans, spans[1:], strict=False)), spans

@@ -100,6 +100,19 @@ class Limits:
         """A size or count limit as an int; None: no limit."""
         return _int(self[key])
 
+    def shared(self, runs: int) -> Limits:
+        """The limits of each of ``runs`` runs going at once (a sweep's -j): the defaults made from the host's
+        memory and disk (memory, outputs) are split between them, so together they stay within what one run may
+        take; a limit the config or --limit set stays as set."""
+        if runs <= 1:
+            return self
+        values = dict(self.values)
+        for key in ("memory", "outputs"):
+            value = _int(values.get(key))
+            if self.sources.get(key, "default") == "default" and value is not None:
+                values[key] = _mib(value // runs)
+        return Limits(values, self.sources)
+
     def container(self) -> ContainerLimits:
         cpus = self["cpus"]
         return ContainerLimits(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from harness.docker.interface import Engine
@@ -153,6 +153,7 @@ def sweep(
         control = connect_engine()
         context = prepare(project, request.run, control, events.progress)
         jobs = max(1, min(request.jobs, len(points)))
+        context = replace(context, limits=context.limits.shared(jobs))
         plan = SweepPlan(secrets.token_hex(SWEEP_ID_BYTES), grid, context, params, jobs)
         executor = executor_for(plan, control, connect_engine)
         events.planned(plan.id, grid, jobs)
