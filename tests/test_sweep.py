@@ -207,3 +207,54 @@ def test_ctrl_c_stops_the_sweep_removes_its_containers_and_records_its_runs_inte
     assert "stopped: 3 runs, 0 succeeded, 0 failed, 2 interrupted, 1 not started" in text
     listed = harness(project, "ls", "--where", 'status == "running"', "--json")
     assert json.loads(listed.stdout) == []
+
+
+@pytest.mark.docker
+def test_an_executor_from_outside_runs_the_plan_from_its_tasks_and_json_records(
+    probe_project: Path, engine: Engine
+) -> None:
+    """The plug point a cluster executor uses: it gets the plan, turns each task into a run with plan.start (the
+    record as plain JSON, as it would travel to a worker) and reports through the events it is given."""
+    from harness.runs.executor import Events, Outcome, Task
+    from harness.runs.runner import RunRequest, execute
+    from harness.runs.sweep import SweepPlan, SweepRequest, sweep
+
+    class Quiet:
+        def progress(self, message: str) -> None: ...
+        def output(self, stream: str, chunk: bytes) -> None: ...
+        def started(self, run_id: str) -> None: ...
+
+    class OneByOne:
+        def __init__(self, plan: SweepPlan, control: Engine) -> None:
+            self.plan, self.control = plan, control
+
+        def run_all(self, tasks: list[Task], events: Events) -> list[Outcome]:
+            outcomes = []
+            for task in tasks:
+                inputs, record = self.plan.start(task)
+                record = json.loads(json.dumps(record))
+                done = execute(inputs, record, self.control, Quiet()).record
+                outcome = Outcome(task.index, done["id"], done["status"], done["exit_code"])
+                events.finished(task, outcome)
+                outcomes.append(outcome)
+            return outcomes
+
+    class Collected:
+        def __init__(self) -> None:
+            self.done: list[int] = []
+
+        def progress(self, message: str) -> None: ...
+        def planned(self, sweep_id: str, grid: Any, jobs: int) -> None: ...
+        def started(self, task: Task, run_id: str) -> None: ...
+        def note(self, task: Task, message: str) -> None: ...
+
+        def finished(self, task: Task, outcome: Outcome, counts: Any) -> None:
+            self.done.append(task.index)
+
+    events = Collected()
+    request = SweepRequest(RunRequest(project_dir=probe_project), axes=("scale=1,2",), jobs=2)
+    result = sweep(request, events, lambda: engine, lambda plan, control, connect: OneByOne(plan, control))
+    assert result.exit_code == 0 and [o.status for o in result.outcomes] == ["succeeded", "succeeded"]
+    records = [_show(probe_project, str(o.run_id)) for o in result.outcomes]
+    assert [r["sweep"] for r in records] == [{"id": result.id, "index": i, "size": 2} for i in range(2)]
+    assert [r["metrics"]["total"] for r in records] == [10, 20] and events.done == [0, 1]
