@@ -232,9 +232,10 @@ class RunContext:
         return inputs, record
 
 
-def prepare(project: Project, request: RunRequest, engine: Engine, say: Say) -> RunContext:
-    """Resolve, build and hash what the project's runs share. The caller holds the store's adding_objects lock:
-    until a record names them, the objects stored here are referenced by nothing."""
+def prepare(project: Project, request: RunRequest, engine: Engine, say: Say, at_once: int = 1) -> RunContext:
+    """Resolve, build and hash what the project's runs share; ``at_once`` runs will go at the same time and share
+    the host's default limits (Limits.shared). The caller holds the store's adding_objects lock: until a record
+    names them, the objects stored here are referenced by nothing."""
     options = parse_limit_options(request.limits)
     layout = project.layout
     store = Store(layout.objects)
@@ -257,6 +258,7 @@ def prepare(project: Project, request: RunRequest, engine: Engine, say: Say) -> 
     )
     config = project.config
     run_limits = resolve(config.limits, options, capacity(), f"{config.file.name}: {config.key('limits')}")
+    run_limits = run_limits.shared(at_once)
     mlflow = mlflowstore.uses_mlflow(p.name for p in project.lock.packages)
     if mlflow and run_limits.sources.get("state") == "default":
         # MLflow's store holds the artifacts and models that become outputs: the outputs limit holds it.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from harness.docker.interface import Engine
@@ -148,12 +148,13 @@ def sweep(
     project = load_project(request.run)
     grid = build_grid(project.sweep_block, project.config.params_file, request.axes)
     points = grid.points()
-    params = tuple(project.params_for(request.run, point) for point in points)  # every point checked now
+    params = tuple(project.params_for(request.run, point) for point in points)  # every point checked now,
+    for each in params:  # and the command each one fills in
+        project.command_for(request.run, each)
     with adding_objects(project.layout.store, events.progress):
         control = connect_engine()
-        context = prepare(project, request.run, control, events.progress)
         jobs = max(1, min(request.jobs, len(points)))
-        context = replace(context, limits=context.limits.shared(jobs))
+        context = prepare(project, request.run, control, events.progress, at_once=jobs)
         plan = SweepPlan(secrets.token_hex(SWEEP_ID_BYTES), grid, context, params, jobs)
         executor = executor_for(plan, control, connect_engine)
         events.planned(plan.id, grid, jobs)
