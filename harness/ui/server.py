@@ -8,6 +8,11 @@ and JS from ``harness/ui/static/`` (nothing is fetched from elsewhere), and a JS
   one is a 400 with the error's message and hint. Each run is the slice of its record the table needs, in the
   record's own shape (``code.commit``, ``params.x``, ``metrics.y``).
 - ``GET /api/runs/<id or prefix>``: the full record.
+- ``GET /api/runs/<id>/steps``: its step metrics (metrics.jsonl) as series, thinned to MAX_POINTS points each
+  (harness.runs.steps).
+- ``GET /api/runs/<id>/outputs``: the output files the record names, with size and kind (image, text, file).
+- ``GET /api/runs/<id>/files/<path>``: one of those files, from the store by its recorded digest, with a content
+  type decided by harness and a CSP that keeps any script in it from running (harness/ui/outputfiles.py).
 
 Sorting and comparison happen in the browser over that JSON; filtering asks the server, so the text box speaks
 exactly the language of `harness ls --where`. Requests whose Host header is not the loopback address are
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -26,8 +32,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from harness.errors import HarnessError, NotFound
 from harness.runs.records import Records
+from harness.storage.store import Store
 
 HOST = "127.0.0.1"
+MAX_POINTS = 2000  # per step series sent to the page: more than a chart's width in pixels
 
 _STATIC_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -63,7 +71,7 @@ def list_runs(records: Records, where: str = "") -> dict[str, Any]:
     }
 
 
-def table_slice(record: dict[str, Any]) -> dict[str, Any]:
+def table_slice(record: Mapping[str, Any]) -> dict[str, Any]:
     """What the runs table shows of a record (no package lists, output hashes or host facts)."""
     code = record.get("code") or {}
     data = record.get("data") or {}
@@ -92,8 +100,10 @@ class UiServer(ThreadingHTTPServer):
 
     daemon_threads = True  # Ctrl-C must not wait for a browser's keep-alive connection to close
 
-    def __init__(self, records: Records, port: int = 0) -> None:
+    def __init__(self, records: Records, port: int = 0, store: Store | None = None) -> None:
         self.records = records
+        # the project store's objects, beside runs/ (harness.paths.Layout)
+        self.store = store or Store(records.runs_dir.parent / "objects")
         super().__init__((HOST, port), _Handler)  # loopback only: the records are not for the network
 
     @property
@@ -108,10 +118,10 @@ class UiServer(ThreadingHTTPServer):
         return {f"{HOST}:{self.port}", f"localhost:{self.port}"}
 
 
-def make_server(records: Records, port: int = 0) -> UiServer:
+def make_server(records: Records, port: int = 0, store: Store | None = None) -> UiServer:
     """A server bound to 127.0.0.1 (port 0: a free one); call ``serve_forever()`` and ``server_close()``."""
     try:
-        return UiServer(records, port)
+        return UiServer(records, port, store)
     except OSError as exc:
         raise HarnessError(
             f"cannot listen on {HOST}:{port}: {exc.strerror or exc}",
@@ -154,16 +164,47 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send_json(document)
 
-    def _api_run(self, ref: str) -> None:
-        if not ref or "/" in ref:
-            self._send_json({"error": "NotFound", "message": f"no run {ref!r}"}, 404)
+    def _api_run(self, rest: str) -> None:
+        ref, _, part = rest.partition("/")
+        if not ref or (part not in ("", "steps", "outputs") and not part.startswith("files/")):
+            self._send_json({"error": "NotFound", "message": f"no page /api/runs/{rest}"}, 404)
             return
         try:
             record = self.server.records.read(ref)
+            if part.startswith("files/"):
+                self._send_output(record, part.removeprefix("files/"))
+            elif part == "steps":
+                from harness.runs.steps import read_steps
+
+                self._send_json(read_steps(record, self.server.store, MAX_POINTS).to_dict())
+            elif part == "outputs":
+                from harness.ui.outputfiles import list_outputs
+
+                outputs_dir = self.server.records.paths(str(record["id"])).outputs
+                listed = list_outputs(record, self.server.store, outputs_dir)
+                self._send_json({"run": record["id"], "files": [f.to_dict() for f in listed]})
+            else:
+                self._send_json(record)
         except HarnessError as exc:
             self._send_json(exc.to_dict(), 404 if isinstance(exc, NotFound) else 500)
-            return
-        self._send_json(record)
+
+    def _send_output(self, record: Mapping[str, Any], path: str) -> None:
+        from harness.ui.outputfiles import FILE_CSP, disposition, open_output, read_chunks
+
+        outputs_dir = self.server.records.paths(str(record["id"])).outputs
+        found, source = open_output(record, self.server.store, outputs_dir, path)
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", found.content_type)
+        self.send_header("Content-Length", str(found.size))
+        self.send_header("Content-Disposition", disposition(path))
+        # an output never changes under its digest, but a private store's files should not linger in a cache
+        self.send_header("Cache-Control", "private, max-age=3600")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", FILE_CSP)
+        self.send_header("Cross-Origin-Resource-Policy", "same-origin")
+        self.end_headers()
+        for chunk in read_chunks(source):
+            self.wfile.write(chunk)
 
     def _send_static(self, name: str) -> None:
         if not _STATIC_NAME.match(name):
