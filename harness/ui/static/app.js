@@ -1,10 +1,17 @@
-// The runs table, a run's page and a two-run comparison, over /api/runs and /api/runs/<id>.
+// The runs table (a page of rows at a time), a run's page with its step charts and outputs, a two-run comparison
+// and a plot of several runs, over /api/runs and /api/runs/<id>[/steps|/outputs|/files/<path>].
 // Record text is always escaped (esc() for the table's HTML string, textContent everywhere else).
 "use strict";
 
 (function () {
   const $ = (sel) => document.querySelector(sel);
-  const state = { runs: [], columns: [], shown: [], sort: { key: "time", dir: -1 }, selected: new Set(), predicate: () => true };
+  const state = {
+    runs: [], byId: new Map(), columns: [], shown: [], sort: { key: "time", dir: -1 }, selected: new Set(),
+    predicate: () => true, page: 0, pageSize: 250,
+  };
+  const Charts = window.HarnessCharts;
+  const MAX_OVERLAY = Charts.PALETTE.length; // one colour per run
+  const MAX_CHARTS = 60; // step metrics drawn on a run's page
 
   // -- helpers ------------------------------------------------------------------------------------------------
   const ESC = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
@@ -141,10 +148,17 @@
       if (last && last.name === c.group) last.span++;
       else groups.push({ name: c.group, span: 1 });
     }
+    const pages = Math.max(1, Math.ceil(state.shown.length / state.pageSize));
+    state.page = Math.min(Math.max(0, state.page), pages - 1);
+    const first = state.page * state.pageSize;
+    const pageRows = state.shown.slice(first, first + state.pageSize);
+    const allPicked = state.shown.length > 0 && state.shown.every((r) => state.selected.has(r.id));
     let head = '<tr class="groups"><th></th>';
     head += groups.map((g) => `<th colspan="${g.span}" class="group g-${g.name.toLowerCase()}">${g.name}</th>`).join("");
     head += "</tr>";
-    head += '<tr class="cols"><th></th>' + cols.map((c) => {
+    const pickAll = `<th class="pick-all"><input type="checkbox" id="pick-all" title="select all ${state.shown.length} shown"`
+      + ` aria-label="select all shown"${allPicked ? " checked" : ""}></th>`;
+    head += `<tr class="cols">${pickAll}` + cols.map((c) => {
       const arrow = c.key === col.key ? (dir > 0 ? " ▲" : " ▼") : "";
       const sorted = c.key === col.key ? ` aria-sort="${dir > 0 ? "ascending" : "descending"}"` : "";
       const attrs = `data-key="${esc(c.key)}" class="sortable g-${c.group.toLowerCase()}"${sorted} title="sort by ${esc(c.key)}"`;
@@ -153,22 +167,28 @@
     $("#runs thead").innerHTML = head;
 
     const body = [];
-    for (const r of state.shown) {
+    for (const r of pageRows) {
       const cls = ["run", r.code.dirty ? "is-dirty" : "", isFailed(r) ? "is-failed" : ""].join(" ").trim();
       const checked = state.selected.has(r.id) ? " checked" : "";
-      const pick = `<td><input type="checkbox" class="pick" aria-label="select ${esc(r.id)}"${checked}></td>`;
+      const pick = `<td class="pick-cell"><input type="checkbox" class="pick" aria-label="select ${esc(r.id)}"${checked}></td>`;
       body.push(`<tr class="${cls}" data-id="${esc(r.id)}">${pick}${cols.map((c) => cell(c, r)).join("")}</tr>`);
     }
     $("#runs tbody").innerHTML = body.join("");
     $("#count").textContent = rows.length === state.runs.length ? `${rows.length} runs` : `${rows.length} of ${state.runs.length} runs`;
     $("#empty").hidden = state.runs.length > 0;
+    $("#page-info").textContent = state.shown.length
+      ? `${first + 1}–${first + pageRows.length} of ${state.shown.length}` : "";
+    $("#prev").disabled = state.page === 0;
+    $("#next").disabled = state.page >= pages - 1;
     updateCompareButton();
   }
 
   function updateCompareButton() {
-    const button = $("#compare");
-    button.disabled = state.selected.size !== 2;
-    button.textContent = state.selected.size === 2 ? "Compare selected" : `Compare selected (${state.selected.size}/2)`;
+    const button = $("#compare"), n = state.selected.size;
+    button.disabled = n !== 2;
+    button.textContent = n === 2 ? "Compare selected" : `Compare selected (${n}/2)`;
+    $("#plot").disabled = n === 0;
+    $("#plot").textContent = n ? `Plot selected (${n})` : "Plot selected";
   }
 
   // The server evaluates the expression (harness.query, the language of `harness ls --where`); the page keeps its
@@ -199,6 +219,7 @@
     if (!text) note.hidden = true;
     box.hidden = true;
     input.classList.remove("invalid");
+    state.page = 0;
     render();
     document.body.dataset.filtered = text;
   }
@@ -213,6 +234,7 @@
       r._metrics = flatten(r.metrics || {}, "");
     }
     state.runs = body.runs;
+    state.byId = new Map(body.runs.map((r) => [r.id, r]));
     state.columns = buildColumns(body.runs);
     render();
   }
@@ -255,19 +277,20 @@
         ["command", (r.command || []).join(" ")], ["exit code", r.exit_code], ["configs", (r.configs || []).join(", ")],
         ["rebuild of", r.rebuild_of], ...(r.error ? [["error", r.error.message]] : []),
       ])),
-      section("Code", kvTable([
-        ["commit", code.commit], ["subject", code.subject], ["tree", code.tree], ["branch", code.branch],
-        ["remote", code.remote], ["dirty", code.dirty ? "yes: uncommitted changes were run" : "no"],
-        ...(code.dirty ? [["changes", (code.changes || []).map((c) => `${c.status} ${c.path}`).join(", ")], ["diff object", code.diff]] : []),
-      ])),
       section("Params", Object.keys(params).length
         ? kvTable(Object.entries(params).map(([k, v]) => [k, exact(v), sources[k] || ""]), ["param", "value", "source"])
         : el("p", { class: "muted" }, "no params")),
       section("Metrics", Object.keys(metrics).length
         ? kvTable(Object.entries(metrics).map(([k, v]) => [k, exact(v)]), ["metric", "value"])
         : el("p", { class: "muted" }, r.metrics_error || "no metrics")),
-      section("Data", kvTable([["snapshot", data.snapshot], ["files", data.files], ["bytes", data.bytes], ["mount", data.mount]])),
+      section("Steps", el("p", { class: "muted" }, r.metrics_steps ? "loading…" : "no step metrics (metrics.jsonl)")),
       section("Outputs", files.length ? kvTable(files, ["path", "sha256"]) : el("p", { class: "muted" }, "no outputs")),
+      section("Code", kvTable([
+        ["commit", code.commit], ["subject", code.subject], ["tree", code.tree], ["branch", code.branch],
+        ["remote", code.remote], ["dirty", code.dirty ? "yes: uncommitted changes were run" : "no"],
+        ...(code.dirty ? [["changes", (code.changes || []).map((c) => `${c.status} ${c.path}`).join(", ")], ["diff object", code.diff]] : []),
+      ])),
+      section("Data", kvTable([["snapshot", data.snapshot], ["files", data.files], ["bytes", data.bytes], ["mount", data.mount]])),
       section("Environment", kvTable([
         ["image id", env.image_id], ["manifest digest", env.manifest_digest], ["key", env.key], ["python", env.python],
         ["lock digest", env.lock_digest], ["recipe", env.recipe],
@@ -275,6 +298,149 @@
       section("Host", kvTable(Object.entries(flatten(r.host || {}, "")))),
       el("details", { class: "card" }, el("summary", {}, "Full record (JSON)"), el("pre", {}, JSON.stringify(r, null, 2))),
     );
+  }
+
+  // The step charts and the outputs (images inline, text to open, the rest listed) come after the record.
+  const fileUrl = (id, path) => `/api/runs/${encodeURIComponent(id)}/files/${path.split("/").map(encodeURIComponent).join("/")}`;
+
+  function size(bytes) {
+    if (bytes === null || bytes === undefined) return "not in the store";
+    const units = ["B", "kB", "MB", "GB", "TB"];
+    let i = 0, v = bytes;
+    while (v >= 1000 && i < units.length - 1) { v /= 1000; i++; }
+    return i ? `${v.toPrecision(3)} ${units[i]}` : `${bytes} B`;
+  }
+
+  const fill = (node, ...children) => node.replaceChildren(...children.filter((c) => c !== null && c !== undefined && c !== ""));
+
+  async function renderRunExtras(r) {
+    const view = $("#view-run");
+    const stepsBox = view.querySelector('[data-section="steps"]'), outBox = view.querySelector('[data-section="outputs"]');
+    const [steps, outputs] = await Promise.all([
+      getJSON(`/api/runs/${encodeURIComponent(r.id)}/steps`).catch((err) => ({ error: String(err.message || err) })),
+      getJSON(`/api/runs/${encodeURIComponent(r.id)}/outputs`).catch((err) => ({ error: String(err.message || err) })),
+    ]);
+    if (!view.contains(stepsBox)) return; // the page moved on meanwhile
+    const names = Object.keys(steps.series || {});
+    const charts = el("div", { class: "charts" });
+    for (const name of names.slice(0, MAX_CHARTS)) {
+      const s = steps.series[name];
+      charts.append(Charts.lineChart({ title: name, metric: name, legend: false,
+        series: [{ label: `${r.name || ""} ${r.id}`, color: Charts.PALETTE[0], run: r.id, x: s.x, y: s.y }] }));
+    }
+    fill(stepsBox, el("h2", {}, "Steps"),
+      steps.error ? el("p", { class: "error" }, steps.error) : null,
+      names.length ? charts : el("p", { class: "muted" }, steps.error ? "" : "no step metrics (metrics.jsonl)"),
+      names.length > MAX_CHARTS ? el("p", { class: "muted" }, `the first ${MAX_CHARTS} of ${names.length} step metrics`) : null,
+      (steps.errors || []).length ? el("p", { class: "warning" }, steps.errors.join("; ")) : null);
+    stepsBox.dataset.state = "ready";
+
+    if (outputs.error) {
+      outBox.append(el("p", { class: "error" }, outputs.error));
+    } else if (outputs.files.length) {
+      const images = outputs.files.filter((f) => f.kind === "image" && f.size !== null);
+      const table = el("table", { class: "kv outputs" }, el("thead", {}, el("tr", {}, ["path", "sha256", "size", ""].map((h) => el("th", {}, h)))));
+      const body = el("tbody");
+      for (const f of outputs.files) {
+        const url = fileUrl(r.id, f.path);
+        const link = f.size === null ? "" : f.kind === "file"
+          ? el("a", { href: url, download: f.path.split("/").pop() }, "download")
+          : el("a", { href: url, target: "_blank", rel: "noopener" }, "open");
+        body.append(el("tr", { "data-path": f.path, "data-kind": f.kind }, el("td", { class: "key" }, f.path),
+          el("td", { class: "mono" }, f.sha256), el("td", { class: "num" }, size(f.size)), el("td", {}, link)));
+      }
+      table.append(body);
+      // An image is shown with <img>: an SVG's scripts never run there (and the server's CSP stops them anyway).
+      const gallery = el("div", { class: "images" }, images.map((f) => el("figure", { class: "image" },
+        el("img", { src: fileUrl(r.id, f.path), alt: f.path, loading: "lazy", "data-path": f.path }), el("figcaption", {}, f.path))));
+      fill(outBox, el("h2", {}, "Outputs"), images.length ? gallery : null, table);
+    }
+    outBox.dataset.state = "ready";
+  }
+
+  // -- several runs: step curves overlaid, and a param against a metric ------------------------------------
+  let runsLoaded = null;
+
+  const valueText = (v) => (typeof v === "string" ? v : JSON.stringify(v));
+
+  function differingParams(runs) {
+    const names = [...new Set(runs.flatMap((r) => Object.keys(r._params)))].sort();
+    return names.filter((k) => new Set(runs.map((r) => JSON.stringify(r._params[k] ?? null))).size > 1);
+  }
+
+  function runLabel(r, params) {
+    const shown = params.filter((k) => k in r._params).map((k) => `${k}=${valueText(r._params[k])}`).join(", ");
+    return `${r.name || ""} ${r.id}`.trim() + (shown ? ` (${shown})` : "");
+  }
+
+  async function renderPlot(ids) {
+    await runsLoaded;
+    const view = $("#view-plot");
+    const runs = ids.map((id) => state.byId.get(id)).filter(Boolean);
+    const missing = ids.filter((id) => !state.byId.has(id));
+    const differing = differingParams(runs);
+    const overlaid = runs.slice(0, MAX_OVERLAY);
+    const colour = new Map(overlaid.map((r, i) => [r.id, Charts.PALETTE[i]]));
+    const steps = await Promise.all(overlaid.map((r) => getJSON(`/api/runs/${encodeURIComponent(r.id)}/steps`)
+      .catch((err) => ({ series: {}, errors: [`${r.id}: ${err.message || err}`] }))));
+    const metrics = [...new Set(steps.flatMap((s) => Object.keys(s.series || {})))].sort();
+    const charts = el("div", { class: "charts" });
+    for (const name of metrics) {
+      const series = [];
+      overlaid.forEach((r, i) => {
+        const s = (steps[i].series || {})[name];
+        if (s) series.push({ label: runLabel(r, differing), color: colour.get(r.id), run: r.id, x: s.x, y: s.y });
+      });
+      charts.append(Charts.lineChart({ title: name, metric: name, series }));
+    }
+    const notes = [
+      missing.length ? `not found: ${missing.join(", ")}` : null,
+      runs.length > MAX_OVERLAY ? `step curves of the first ${MAX_OVERLAY} of ${runs.length} selected runs (one colour each); the chart below has all` : null,
+      ...steps.flatMap((s) => s.errors || []),
+    ].filter(Boolean);
+
+    // param vs metric: the differing params first (the question is usually about those), then the rest
+    const allParams = [...new Set(runs.flatMap((r) => Object.keys(r._params)))].sort();
+    const paramNames = [...differing, ...allParams.filter((k) => !differing.includes(k))];
+    const metricNames = [...new Set(runs.flatMap((r) => Object.keys(r._metrics)))].sort()
+      .filter((k) => runs.some((r) => typeof r._metrics[k] === "number"));
+    const paramPick = el("select", { id: "scatter-param" }, paramNames.map((k) => el("option", { value: k }, k)));
+    const metricPick = el("select", { id: "scatter-metric" }, metricNames.map((k) => el("option", { value: k }, k)));
+    const scatterBox = el("div", { class: "scatter" });
+    const drawScatter = () => {
+      const param = paramPick.value, metric = metricPick.value;
+      const points = runs.filter((r) => param in r._params && typeof r._metrics[metric] === "number").map((r) => ({
+        x: r._params[param], y: r._metrics[metric], run: r.id, color: colour.get(r.id) || "#8a94a0",
+        label: `${r.name || ""} ${r.id}: ${param}=${valueText(r._params[param])}, ${metric}=${r._metrics[metric]}`,
+      }));
+      if (!param || !metric || !points.length) {
+        scatterBox.replaceChildren(el("p", { class: "muted" }, "no run has both a value for this param and this metric"));
+        return;
+      }
+      const by = (f) => points.reduce((a, b) => (f(b.y, a.y) ? b : a));
+      const low = by((a, b) => a < b), high = by((a, b) => a > b);
+      const text = (p) => `${p.y} at ${param}=${valueText(p.x)} (run ${p.run})`;
+      scatterBox.replaceChildren(
+        Charts.scatterChart({ title: `${metric} by ${param}`, xLabel: param, yLabel: metric, points }),
+        el("p", { class: "best" }, `lowest ${metric}: ${text(low)} · highest: ${text(high)}`,
+          points.length < runs.length ? ` · ${runs.length - points.length} run(s) without both` : ""));
+    };
+    paramPick.addEventListener("change", drawScatter);
+    metricPick.addEventListener("change", drawScatter);
+
+    view.replaceChildren(
+      el("p", {}, el("a", { href: "#/" }, "← all runs")),
+      el("h1", {}, `${runs.length} run${runs.length === 1 ? "" : "s"}`),
+      el("section", { class: "card", "data-section": "overlay" }, el("h2", {}, "Step curves"),
+        metrics.length ? charts : el("p", { class: "muted" }, "none of these runs wrote step metrics (metrics.jsonl)"),
+        notes.length ? el("p", { class: "muted" }, notes.join("; ")) : null),
+      el("section", { class: "card", "data-section": "scatter" }, el("h2", {}, "Param against metric"),
+        el("div", { class: "scatter-controls" }, el("label", { class: "check" }, "param ", paramPick),
+          el("label", { class: "check" }, "metric ", metricPick)),
+        scatterBox),
+    );
+    drawScatter();
+    view.dataset.state = "ready";
   }
 
   // -- comparison --------------------------------------------------------------------------------------------
@@ -327,7 +493,7 @@
 
   // -- routing -----------------------------------------------------------------------------------------------
   function show(view) {
-    for (const name of ["table", "run", "compare"]) $(`#view-${name}`).hidden = name !== view;
+    for (const name of ["table", "run", "compare", "plot"]) $(`#view-${name}`).hidden = name !== view;
   }
 
   async function route() {
@@ -337,12 +503,19 @@
       if (parts[0] === "run" && parts[1]) {
         show("run");
         $("#view-run").replaceChildren(el("p", { class: "muted" }, "loading…"));
-        renderRun(await getJSON(`/api/runs/${encodeURIComponent(parts[1])}`));
+        const record = await getJSON(`/api/runs/${encodeURIComponent(parts[1])}`);
+        renderRun(record);
+        renderRunExtras(record).catch((err) => showError(String(err.message || err)));
       } else if (parts[0] === "compare" && parts[2]) {
         show("compare");
         $("#view-compare").replaceChildren(el("p", { class: "muted" }, "loading…"));
         const [a, b] = await Promise.all(parts.slice(1, 3).map((id) => getJSON(`/api/runs/${encodeURIComponent(id)}`)));
         renderCompare(a, b);
+      } else if (parts[0] === "plot" && parts[1]) {
+        show("plot");
+        $("#view-plot").dataset.state = "loading";
+        $("#view-plot").replaceChildren(el("p", { class: "muted" }, "loading…"));
+        await renderPlot(parts[1].split(",").filter(Boolean));
       } else {
         show("table");
       }
@@ -360,7 +533,29 @@
       const key = th.dataset.key;
       // A first click sorts ascending (lowest error first), except time, which starts newest first.
       state.sort = state.sort.key === key ? { key, dir: -state.sort.dir } : { key, dir: key === "time" ? -1 : 1 };
+      state.page = 0;
       render();
+    });
+    $("#runs thead").addEventListener("change", (event) => {
+      if (event.target.id !== "pick-all") return;
+      for (const r of state.shown) {
+        if (event.target.checked) state.selected.add(r.id);
+        else state.selected.delete(r.id);
+      }
+      render();
+    });
+    $("#prev").addEventListener("click", () => { state.page--; render(); });
+    $("#next").addEventListener("click", () => { state.page++; render(); });
+    $("#page-size").addEventListener("change", (event) => {
+      state.pageSize = Number(event.target.value);
+      state.page = 0;
+      render();
+    });
+    $("#plot").addEventListener("click", () => {
+      // in the table's order (then any selected run the filter hides), so the colours follow what the user sees
+      const order = new Set([...state.shown.map((r) => r.id), ...state.runs.map((r) => r.id)]);
+      const ids = [...order].filter((id) => state.selected.has(id)).map(encodeURIComponent);
+      location.hash = `#/plot/${ids.join(",")}`;
     });
     $("#runs tbody").addEventListener("change", (event) => {
       const box = event.target.closest("input.pick");
@@ -387,8 +582,11 @@
     });
     $("#varying").addEventListener("change", render);
     window.addEventListener("hashchange", route);
-    loadRuns().then(() => {
+    runsLoaded = loadRuns().then(() => {
       document.body.dataset.ready = "true";
+      performance.mark("harness:table-rendered");
+      // the frame after the one that lays the rows out: when the first page of rows has been painted
+      requestAnimationFrame(() => requestAnimationFrame(() => performance.mark("harness:table-painted")));
     }, (err) => showError(`could not load runs: ${err.message || err}`));
     route();
   }
