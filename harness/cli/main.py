@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from harness import __version__
-from harness.cli import data, env, export, gc, ls, sweep, ui, verify
+from harness.cli import data, env, export, gc, ls, plot, sweep, ui, verify
 from harness.cli.app import (
     AsJson,
     Interrupted,
@@ -58,6 +58,7 @@ def build_app() -> typer.Typer:
     command(app, "exit-codes", exit_codes)
     env.register(app)
     ui.register(app)
+    plot.register(app)
     data.register(app)
     verify.register(app)
     gc.register(app)
