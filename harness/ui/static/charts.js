@@ -169,7 +169,7 @@
     }
     for (const p of pts) {
       root.append(titled(svg("circle", { class: "point", cx: xOf(p).toFixed(1), cy: yAxis.scale(p.y).toFixed(1), r: 4.5,
-        fill: p.color || PALETTE[0], "fill-opacity": 0.85, stroke: "#ffffff", "data-run": p.run || "" }), p.label));
+        fill: p.color || PALETTE[0], stroke: "#ffffff", "data-run": p.run || "" }), p.label));
     }
     return figure(opts.title, root, null, { kind: "scatter" });
   }
