@@ -7,7 +7,7 @@
   const $ = (sel) => document.querySelector(sel);
   const state = {
     runs: [], byId: new Map(), columns: [], shown: [], sort: { key: "time", dir: -1 }, selected: new Set(),
-    predicate: () => true, page: 0, pageSize: 250,
+    predicate: () => true, page: 0, pageSize: 100,
   };
   const Charts = window.HarnessCharts;
   const MAX_OVERLAY = Charts.PALETTE.length; // one colour per run
