@@ -10,7 +10,9 @@
     ├── EngineUnavailable        exit 106  Docker not running or not reachable
     ├── StoreCorruption          exit 107  an object whose bytes no longer match its name, a run record
     │                                      that no longer matches its seal or cannot be read
-    └── NotFound                 exit 108  unknown run, snapshot or object id
+    ├── NotFound                 exit 108  unknown run, snapshot or object id
+    └── RemoteError              exit 109  a registry that cannot be reached, refuses the login or the request,
+                                           or presents a certificate this machine does not trust
 
 A run that started returns its own exit code instead; an interrupted run exits 130. A sweep that ran exits with
 the number of its runs that failed, at most 99.
@@ -97,6 +99,12 @@ class NotFound(HarnessError):
     exit_code = 108
 
 
+class RemoteError(HarnessError):
+    """A remote registry that cannot be reached, refuses the login or a request, or is not trusted."""
+
+    exit_code = 109
+
+
 ERRORS: tuple[type[HarnessError], ...] = (
     UsageError,
     HarnessError,
@@ -108,4 +116,5 @@ ERRORS: tuple[type[HarnessError], ...] = (
     EngineUnavailable,
     StoreCorruption,
     NotFound,
+    RemoteError,
 )

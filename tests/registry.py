@@ -16,7 +16,7 @@ import pytest
 class Registry:
     """Debian's docker-registry serving on 127.0.0.1 (docker allows plain http to 127.0.0.0/8)."""
 
-    def __init__(self, root: Path, login: tuple[str, str] | None = None) -> None:
+    def __init__(self, root: Path, login: tuple[str, str] | None = None, tls: TLS | None = None) -> None:
         binary = shutil.which("docker-registry")
         if binary is None:
             pytest.fail("docker-registry is not installed; run ./scripts/setup", pytrace=False)
@@ -29,10 +29,14 @@ class Registry:
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
             f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: 127.0.0.1:{self.port}\n"
         )
+        if tls is not None:  # https only, with a certificate signed by the test's own CA
+            text += f"  tls:\n    certificate: {tls.cert}\n    key: {tls.key}\n"
         if login is not None:  # basic auth: the registry asks for this user and password (bcrypt in htpasswd)
             user, password = login
             (root / "htpasswd").write_text(f"{user}:{_bcrypt(password)}\n")
             text += f"auth:\n  htpasswd:\n    realm: harness-test\n    path: {root / 'htpasswd'}\n"
+        self.tls = tls
+        self.root = root
         config.write_text(text)
         self.log = open(root / "registry.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process: subprocess.Popen[bytes] | None = subprocess.Popen(
@@ -49,9 +53,21 @@ class Registry:
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def data(self) -> Path:
+        """Where the registry keeps its blobs: data/docker/registry/v2/blobs/sha256/<ab>/<digest>/data."""
+        return self.root / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256"
+
+    def blob_path(self, digest: str) -> Path:
+        return self.data / digest[:2] / digest / "data"
+
     def _answers(self) -> bool:
+        import ssl
+
+        scheme = "https" if self.tls else "http"
+        context = ssl.create_default_context(cafile=str(self.tls.ca)) if self.tls else None
         try:
-            with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1) as response:
+            with urllib.request.urlopen(f"{scheme}://{self.host}/v2/", timeout=1, context=context) as response:
                 return bool(response.status == 200)
         except urllib.error.HTTPError as exc:
             return exc.code == 401  # up, and asking for a login
@@ -64,6 +80,52 @@ class Registry:
             self.process.wait(timeout=10)
             self.process = None
             self.log.close()
+
+
+class TLS:
+    """A CA of the test's own and a server certificate it signed for 127.0.0.1 (openssl)."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.ca, self.cert, self.key = root / "ca.pem", root / "server.pem", root / "server.key"
+        ca_key, csr, ext = root / "ca.key", root / "server.csr", root / "ext.cnf"
+        ext.write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+        for argv in (
+            [
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                ca_key,
+                "-out",
+                self.ca,
+                "-days",
+                "2",
+                "-subj",
+                "/CN=harness test CA",
+            ],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", self.key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+            [
+                "x509",
+                "-req",
+                "-in",
+                csr,
+                "-CA",
+                self.ca,
+                "-CAkey",
+                ca_key,
+                "-CAcreateserial",
+                "-out",
+                self.cert,
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+            ],
+        ):
+            subprocess.run(["openssl", *map(str, argv)], check=True, capture_output=True)
 
 
 def _bcrypt(password: str) -> str:

@@ -48,7 +48,7 @@ def test_ro_crate_of_a_real_run_reads_back_with_the_rocrate_library(probe_projec
     seal = _seal(probe_project, record["id"])
     (tmp_path / "exports").mkdir()
     out = tmp_path / "exports" / "run.crate"
-    done = harness(probe_project, "export", record["id"][:8], "-o", str(out), "--json")
+    done = harness(probe_project, "export", record["id"][:8], "-f", "ro-crate", "-o", str(out), "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"run": record["id"], "format": "ro-crate", "path": str(out), "files": 6}
 
@@ -106,7 +106,7 @@ def test_ro_crate_of_a_real_run_reads_back_with_the_rocrate_library(probe_projec
     assert sealed["about"].id == action.id
 
     # An existing path is never written over.
-    again = harness(probe_project, "export", record["id"], "-o", str(out))
+    again = harness(probe_project, "export", record["id"], "-f", "ro-crate", "-o", str(out))
     assert again.returncode == 2 and "already exists" in again.stderr
     assert json.loads((out / "ro-crate-metadata.json").read_text()) == raw
     assert [p.name for p in out.parent.iterdir()] == ["run.crate"]  # no temporary directory left
@@ -154,7 +154,7 @@ def test_a_failed_run_exports_as_a_failed_action_and_a_changed_record_not_at_all
     failed = _run(probe_project, "-c", "fail")
     assert failed["status"] == "failed" and failed["exit_code"] == 3
     out = tmp_path / "failed.crate"
-    assert harness(probe_project, "export", failed["id"], "-o", str(out)).returncode == 0
+    assert harness(probe_project, "export", failed["id"], "-f", "ro-crate", "-o", str(out)).returncode == 0
     [action] = ROCrate(out).get_by_type("CreateAction")
     assert _id(action["actionStatus"]) == "http://schema.org/FailedActionStatus"
     assert "3" in action["error"]

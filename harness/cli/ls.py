@@ -50,6 +50,14 @@ def list_runs(
         bool,
         typer.Option("-a", "--all-columns", help="Show every param and metric, not only those that vary."),
     ] = False,
+    remote: Annotated[
+        str | None,
+        typer.Option(
+            "--remote",
+            metavar="REF",
+            help="List the runs an OCI registry holds (pushed with `harness push`) instead of this store's.",
+        ),
+    ] = None,
     project: Project = Path("."),
     as_json: AsJson = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout: every param and metric a column.")] = False,
@@ -74,13 +82,20 @@ def list_runs(
       harness ls --where 'status == "failed" or dirty' --sort -started_at
 
       harness ls --csv > runs.csv
-    """
-    from harness.runs.history import query_runs
 
+      harness ls --remote 127.0.0.1:5000/team/bikes --where 'metrics.rmse_test < 40'
+    """
     if as_json and as_csv:
         raise ConfigError("--json and --csv both asked for", "choose one output format")
-    finish_dead_runs(project)
-    records, total = query_runs(project, where, sort, limit, full=as_json)
+    if remote is not None:
+        from harness.remote.listing import list_remote
+
+        records, total = list_remote(project, remote, where, sort, limit)
+    else:
+        from harness.runs.history import query_runs
+
+        finish_dead_runs(project)
+        records, total = query_runs(project, where, sort, limit, full=as_json)
     if as_json:
         text = json.dumps(records, indent=2, sort_keys=True) + "\n"
     elif as_csv:

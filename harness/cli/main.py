@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from harness import __version__
-from harness.cli import data, env, export, gc, ls, plot, sweep, ui, verify
+from harness.cli import data, env, export, gc, ls, plot, remote, sweep, ui, verify
 from harness.cli.app import (
     AsJson,
     Interrupted,
@@ -62,6 +62,7 @@ def build_app() -> typer.Typer:
     data.register(app)
     verify.register(app)
     gc.register(app)
+    remote.register(app)
     export.register(app)
     return app
 
@@ -208,7 +209,20 @@ def show(run_id: RunId, project: Project = Path("."), as_json: AsJson = False) -
         echo(show_record(checked.record or {}, checked.seal, checked.state))
 
 
-def rebuild(run_id: RunId, project: Project = Path("."), as_json: AsJson = False) -> int:
+def rebuild(
+    run_id: RunId,
+    remote: Annotated[
+        str | None,
+        typer.Option(
+            "--remote",
+            metavar="REF",
+            show_default=False,
+            help="Pull what this machine lacks of the run from this OCI repository first (127.0.0.1:5000/team/bikes).",
+        ),
+    ] = None,
+    project: Project = Path("."),
+    as_json: AsJson = False,
+) -> int:
     """Re-execute a run from its record alone and prove its outputs bit-identical.
 
     The image, code (even if the commit is gone from the repository), data snapshot, params and command all
@@ -217,6 +231,10 @@ def rebuild(run_id: RunId, project: Project = Path("."), as_json: AsJson = False
     file, the exit code and the metrics match; 1 when they differ, listing each differing file with both hashes
     and sizes, a short diff for text outputs and the metrics side by side.
 
+    With --remote REF, on a machine that never saw the run: first pull what the stores
+    lack of it from that registry (every blob checked, as `harness pull`), then rebuild. Outside a
+    project, set HARNESS_HOME to the store to use.
+
     Use it as a CI gate: harness rebuild RUN --json
     """
     from harness.cli.render import rebuild_report
@@ -224,7 +242,18 @@ def rebuild(run_id: RunId, project: Project = Path("."), as_json: AsJson = False
 
     finish_dead_runs(project)
     sigterm_interrupts()
-    result = rebuild_run(project, run_id, TerminalReporter(as_json))
+    reporter = TerminalReporter(as_json)
+    if remote is not None:
+        from harness.cli.output import ByteProgress
+        from harness.remote.travel import rebuild as rebuild_remote
+
+        progress = ByteProgress("pulling")
+        try:
+            result = rebuild_remote(project, run_id, remote, reporter, progress)
+        finally:
+            progress.close()
+    else:
+        result = rebuild_run(project, run_id, reporter)
     if as_json:
         print_json(result.to_dict())
     else:

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from harness.errors import ConfigError
-from harness.paths import Layout
+from harness.paths import ENV_HOME, Layout, cache_root
 from harness.project.codepaths import check_paths
 from harness.project.command import placeholders
 from harness.project.limitconfig import LimitValue, parse_limits_table
@@ -49,6 +49,7 @@ KEYS: dict[str, tuple[tuple[type, ...], str]] = {
         "the network RUN steps get when a Dockerfile base is built: none (default), host or bridge",
     ),
     "limits": ((dict,), "resource limits of each run: memory, cpus, pids, outputs, state, log (recorded)"),
+    "remote": ((str,), "the OCI repository runs are pushed to and pulled from, e.g. 'registry.example/team/bikes'"),
 }
 BUILD_NETWORKS = ("none", "host", "bridge")
 RESERVED_DATA_NAMES = {"", ".", ".."}
@@ -85,6 +86,7 @@ class ProjectConfig:
     threads: int = 1
     build_network: str = "none"
     limits: dict[str, LimitValue] = field(default_factory=dict)  # as set here; unset ones get defaults at run time
+    remote: str | None = None  # where `harness push` sends runs; not recorded (a run does not depend on it)
 
     def key(self, name: str) -> str:
         return f"{self.prefix}.{name}" if self.prefix else name
@@ -124,8 +126,17 @@ def find_config_file(start: Path) -> Path:
 
 
 def project_layout(project_dir: Path) -> Layout:
-    """Where the stores of the project containing ``project_dir`` are (the directory of its config file)."""
-    return Layout.for_project(find_config_file(project_dir.resolve()).parent)
+    """Where the stores of the project containing ``project_dir`` are (the directory of its config file). Outside
+    any project, the store ``HARNESS_HOME`` names, when it is set: a machine that only has what it pulled or
+    imported (`harness pull`, `harness import`) shows, verifies and rebuilds those runs with no project at all."""
+    try:
+        file = find_config_file(project_dir.resolve())
+    except ConfigError:
+        home = os.environ.get(ENV_HOME)
+        if not home:
+            raise
+        return Layout(project=project_dir.resolve(), store=Path(home).expanduser().resolve(), cache=cache_root())
+    return Layout.for_project(file.parent)
 
 
 def _has_tool_harness(path: Path) -> bool:
@@ -229,6 +240,7 @@ def parse_config(text: str, file: Path, root: Path) -> ProjectConfig:
         threads=threads,
         build_network=build_network,
         limits=limits,
+        remote=table.get("remote"),
     )
 
 

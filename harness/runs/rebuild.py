@@ -66,8 +66,11 @@ class RebuildResult:
         }
 
 
-def rebuild(project_dir: Path, ref: str, reporter: Reporter, engine: Engine | None = None) -> RebuildResult:
-    layout = project_layout(project_dir)
+def rebuild(
+    project_dir: Path, ref: str, reporter: Reporter, engine: Engine | None = None, layout: Layout | None = None
+) -> RebuildResult:
+    """Re-execute run ``ref`` of the project's store (or of ``layout``'s: a store filled by `harness pull`)."""
+    layout = layout or project_layout(project_dir)
     records = Records(layout.runs, layout.index)
     original = records.read(ref)
     if original["status"] == "running":
