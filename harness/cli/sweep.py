@@ -11,13 +11,15 @@ import typer
 from harness.cli.app import AsJson, Project, command, sigterm_interrupts
 from harness.cli.output import echo, print_json
 from harness.cli.recovered import finish_dead_runs
+from harness.errors import UsageError
 
 
 def register(app: typer.Typer) -> None:
     command(app, "sweep", sweep)
 
 
-def _jobs(text: str) -> int:
+def _jobs(given: str | int) -> int:
+    text = str(given)  # click passes the default (an int) through the parser too
     if not text.isdigit() or int(text) < 1:
         raise typer.BadParameter(f"not a number of runs at once: {text!r} (a whole number, 1 or more)")
     return int(text)
@@ -48,6 +50,21 @@ def sweep(
     limit: Annotated[
         list[str] | None,
         typer.Option("--limit", metavar="KEY=VALUE", help="A resource limit for each run (see harness run --help)."),
+    ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS",
+            help="Submit each run as a task to the Dask scheduler at ADDRESS (tcp://HOST:8786); needs a remote.",
+        ),
+    ] = None,
+    remote: Annotated[
+        str | None,
+        typer.Option(
+            metavar="REF",
+            help="With --cluster: the OCI repository the workers get inputs from and send runs back to "
+            "(else HARNESS_REMOTE, else the config's remote).",
+        ),
     ] = None,
     project: Project = Path("."),
     as_json: AsJson = False,
@@ -84,9 +101,18 @@ def sweep(
       harness sweep -p lr=0.001,0.01,0.1 -p depth=3,5 -j 2
 
       harness sweep -c baseline -p seed=1,2,3,4,5 --json
+
+      harness sweep -p lr=0.001,0.01,0.1 --cluster tcp://scheduler:8786 --remote registry.example/team/bikes
+
+    --cluster ADDRESS sends each run to a Dask cluster (pip install 'harness[dask]'). The sweep's code, data,
+    params helper and image are pushed to the remote once; each worker (a machine with Docker and harness,
+    nothing of the project) pulls them by digest, checked, runs the run as harness run would, and pushes its
+    record and outputs back; this machine pulls each record as its run ends, so harness ls shows the sweep as
+    it goes. A run whose worker dies is run again once on another worker; none is recorded twice. How many run
+    at once is the cluster's (its workers' threads), so -j does not apply. See README, "Scaling out".
     """
     from harness.runs.runner import RunRequest
-    from harness.runs.sweep import SweepRequest
+    from harness.runs.sweep import SweepRequest, local_executor
     from harness.runs.sweep import sweep as run_sweep
 
     request = SweepRequest(
@@ -103,9 +129,23 @@ def sweep(
         axes=tuple(param or ()),
         jobs=jobs,
     )
+    lines = SweepLines(cluster)
+    executor_for: Any = local_executor
+    if cluster:
+        from harness.cluster.executor import cluster_executor
+        from harness.remote.reference import resolve
+
+        if jobs != 1:
+            raise UsageError(
+                "-j does not apply with --cluster: the cluster's workers decide how many runs go at once",
+                "drop -j, or start workers with more threads (dask worker --nthreads N)",
+            )
+        executor_for = cluster_executor(cluster, resolve(remote, project), lines.progress)
+    elif remote:
+        raise UsageError("--remote is for --cluster: a local sweep needs no remote", "push its runs with harness push")
     finish_dead_runs(project)
     sigterm_interrupts()
-    result = run_sweep(request, SweepLines())
+    result = run_sweep(request, lines, executor_for=executor_for)
     if as_json:
         print_json(result.to_dict())
     else:
@@ -118,7 +158,8 @@ def sweep(
 class SweepLines:
     """The sweep's progress on stderr, a line at a time (runs in several threads report here)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cluster: str | None = None) -> None:
+        self.cluster = cluster
         self._lock = threading.Lock()
         self.size = 0
         self.sweep_id = ""
@@ -133,7 +174,8 @@ class SweepLines:
     def planned(self, sweep_id: str, grid: Any, jobs: int) -> None:
         self.size, self.sweep_id = grid.size, sweep_id
         axes = ", ".join(f"{a.key} x{len(a.values)}" for a in grid.axes)
-        self._say(f"sweep {sweep_id}: {grid.size} runs ({axes}), {jobs} at a time", color="cyan")
+        where = f"on the Dask cluster at {self.cluster}" if self.cluster else f"{jobs} at a time"
+        self._say(f"sweep {sweep_id}: {grid.size} runs ({axes}), {where}", color="cyan")
 
     def started(self, task: Any, run_id: str) -> None:
         self._say(f"[{task.index + 1}/{self.size}] run {run_id} started: {task.describe()}")

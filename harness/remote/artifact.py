@@ -96,17 +96,18 @@ class RunManifest:
     blobs: dict[str, int]  # digest -> size, every layer but the index
 
     @classmethod
-    def parse(cls, data: bytes, where: str) -> RunManifest:
+    def parse(cls, data: bytes, where: str, config_type: str = MEDIA_RECORD) -> RunManifest:
+        """A run's manifest; with another ``config_type``, one of the same shape (a sweep's bundle, bundle.py)."""
         import json
 
-        bad = StoreCorruption(f"{where} is not a harness run manifest", "push the run again; check the reference")
+        bad = StoreCorruption(f"{where} is not a harness manifest", "push it again; check the reference")
         try:
             doc = json.loads(data)
             config = doc["config"]
             layers = doc["layers"]
         except (ValueError, KeyError, TypeError):
             raise bad from None
-        if config.get("mediaType") != MEDIA_RECORD or not layers or layers[0].get("mediaType") != MEDIA_INDEX:
+        if config.get("mediaType") != config_type or not layers or layers[0].get("mediaType") != MEDIA_INDEX:
             raise bad
         digests = [_digest(config), *(_digest(layer) for layer in layers)]
         if not all(is_digest(d) for d in digests):

@@ -87,12 +87,11 @@ def _pull(
 ) -> Pulled:
     started = time.monotonic()
     store = Store(layout.objects)
-    cache = Store(layout.cache_objects)
     found = source.manifest(run_tag(run_ref))
     if found is None:
         raise NotFound(f"{where} has no run {run_ref!r}", f"list the runs it holds with `harness ls --remote {where}`")
     manifest = RunManifest.parse(found[0], f"{where}:{run_tag(run_ref)}")
-    record_bytes = _small_blob(source, manifest.seal, f"the record of run {run_ref}", where)
+    record_bytes = small_blob(source, manifest.seal, f"the record of run {run_ref}", where)
     record = json.loads(record_bytes.decode("utf-8", "surrogatepass"))
     if not isinstance(record, dict) or record.get("id") != run_ref or record_digest(record) != manifest.seal:
         raise StoreCorruption(f"{where}: the record under {run_tag(run_ref)} is not run {run_ref}'s sealed record")
@@ -105,52 +104,75 @@ def _pull(
             f"{manifest.seal[:12]}); nothing was pulled",
             "pull into another store (HARNESS_HOME=DIR)",
         )
-    index = Index.parse(_small_blob(source, manifest.index, f"the index of run {run_ref}", where), where)
+    index = Index.parse(small_blob(source, manifest.index, f"the index of run {run_ref}", where), where)
     if index.seal != manifest.seal or index.run != run_ref or set(index.blobs) != set(manifest.blobs):
         raise StoreCorruption(f"{where}: the index of run {run_ref} does not match its manifest")
     result.objects = len(index.objects)
+    if index.image is not None:
+        result.image = "sha256:" + index.image.manifest_digest
+    fetched = fetch_objects(
+        source, index, manifest.blobs, layout, where, f"run {run_ref}", say, progress, image_elsewhere
+    )
+    result.fetched, result.bytes_fetched = fetched
+    if local_seal is None:
+        _write_run(layout, records, record, manifest.seal, record_bytes, store)
+    elif not result.fetched:
+        result.already = True
+    result.seconds = time.monotonic() - started
+    return result
 
+
+def fetch_objects(
+    source: Source,
+    index: Index,
+    blobs: dict[str, int],
+    layout: Layout,
+    where: str,
+    what: str,
+    say: Say,
+    progress: Bytes | None = None,
+    image_elsewhere: Callable[[ImageParts], bool] | None = None,
+) -> tuple[int, int]:
+    """Fetch the blobs of ``index`` (sizes from its manifest, ``blobs``) whose objects the store lacks, and the
+    environment image's into the cache unless ``image_elsewhere`` says the engine has it; each checked as it
+    arrives. Shared by a run's pull and a sweep's bundle (bundle.py). How many blobs and bytes were fetched."""
+    store = Store(layout.objects)
+    cache = Store(layout.cache_objects)
+    fetched = 0
     wanted = [d for d, (_, members) in sorted(index.blobs.items()) if any(not store.has(o) for o in members)]
     image_wanted: list[str] = []
     if index.image is not None:
-        result.image = "sha256:" + index.image.manifest_digest
         parts = [index.image.manifest_digest, index.image.config_digest, *index.image.layers]
         image_wanted = [d for d in parts if not cache.has(d)]
         if image_wanted and image_elsewhere is not None and image_elsewhere(index.image):
             image_wanted = []
-    total = sum(manifest.blobs[d] for d in wanted) + _image_bytes(source, index, image_wanted, cache, where)
+    total = sum(blobs[d] for d in wanted) + _image_bytes(source, index, image_wanted, cache, where)
     tally = _Tally(total, progress)
     if image_wanted:
         say(f"fetching environment image {index.image.config_digest[:12]}" if index.image else "")
         for digest in image_wanted:
             if not cache.has(digest):
-                _fetch_object(source, digest, cache, where, tally, f"a layer of the environment image of {run_ref}")
-                result.fetched += 1
+                _fetch_object(source, digest, cache, where, tally, f"a layer of the environment image of {what}")
+                fetched += 1
     if wanted:
-        say(f"fetching run {run_ref}: {len(wanted)} of {len(index.blobs)} blobs")
+        say(f"fetching {what}: {len(wanted)} of {len(index.blobs)} blobs")
     for digest in wanted:
         kind, members = index.blobs[digest]
-        what = f"{'a pack of' if kind == 'pack' else 'an object of'} run {run_ref}"
+        part = f"{'a pack of' if kind == 'pack' else 'an object of'} {what}"
         if kind == "pack":
-            _fetch_pack(source, digest, members, store, where, tally, what)
+            _fetch_pack(source, digest, members, store, where, tally, part)
         else:
             if members != (digest,):
-                raise StoreCorruption(f"{where}: the index of run {run_ref} names blob {digest} as another object")
-            _fetch_object(source, digest, store, where, tally, what)
-        result.fetched += 1
-    result.bytes_fetched = tally.done
+                raise StoreCorruption(f"{where}: the index of {what} names blob {digest} as another object")
+            _fetch_object(source, digest, store, where, tally, part)
+        fetched += 1
     absent = [d for d in index.objects if not store.has(d)]
     if absent:
         raise StoreCorruption(
-            f"{where}: run {run_ref} names {len(absent)} objects its blobs do not hold (first: {absent[0]})",
-            "push the run again from the machine that has it",
+            f"{where}: {what} names {len(absent)} objects its blobs do not hold (first: {absent[0]})",
+            "push it again from the machine that has it",
         )
-    if local_seal is None:
-        _write_run(layout, records, record, manifest.seal, record_bytes, store)
-    elif not wanted and not image_wanted:
-        result.already = True
-    result.seconds = time.monotonic() - started
-    return result
+    return fetched, tally.done
 
 
 @dataclass
@@ -192,7 +214,7 @@ def _image_bytes(source: Source, index: Index, wanted: list[str], cache: Store, 
     return sum(sizes.get(d, 0) for d in wanted)
 
 
-def _small_blob(source: Source, digest: str, what: str, where: str) -> bytes:
+def small_blob(source: Source, digest: str, what: str, where: str) -> bytes:
     with source.blob(digest) as (chunks, _length):
         data = b"".join(chunks)
     got = hashlib.sha256(data).hexdigest()

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol, cast
 
+from harness.env.oci import ImageParts
 from harness.errors import HarnessError, NotFound, StoreCorruption
 from harness.paths import Layout
 from harness.remote.artifact import (
@@ -96,7 +97,6 @@ def push_run(
     run_id = str(record["id"])
     result = Pushed(run=run_id, name=record.get("name"))
     store = Store(layout.objects)
-    cache = Store(layout.cache_objects)
     existing = target.manifest(run_tag(run_id))
     if existing is not None:
         found = RunManifest.parse(existing[0], f"{run_tag(run_id)}")
@@ -118,8 +118,44 @@ def push_run(
 
     closure = closures.of_record(record, seal, store)
     image = closure.image
-
     objects = {d: g for d, g in closure.objects.items() if d != seal}
+    key = str((record.get("environment") or {}).get("key") or "")
+    say(f"sending run {run_id}: {len(objects)} objects")
+    blobs, sizes = send_objects(target, layout, objects, image, key, image_there, result, say, progress, engine)
+    index_bytes = index_document(run_id, seal, blobs, sizes, image)
+    index = send_bytes(target, index_bytes, MEDIA_INDEX, result)
+    record_bytes = store.read_bytes(seal)  # the sealed copy, re-hashed: the config blob is the seal
+    if canonical_record(record) != record_bytes:
+        raise StoreCorruption(f"the sealed copy of run {run_id} does not hold its record", "`harness verify`")
+    send_bytes(target, record_bytes, "", result)
+    manifest = run_manifest(record, seal, len(record_bytes), index, blobs)
+    target.put_manifest(run_tag(run_id), manifest)
+    import hashlib
+
+    result.manifest = hashlib.sha256(manifest).hexdigest()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def send_objects(
+    target: Target,
+    layout: Layout,
+    objects: Mapping[str, str],
+    image: ImageParts | None,
+    env_key: str,
+    image_there: bool,
+    result: Pushed,
+    say: Say,
+    progress: Bytes | None = None,
+    engine: Any = None,
+) -> tuple[list[Blob], dict[str, int]]:
+    """Send the project store's ``objects`` (digest -> group, closure.GROUPS), packed, and the environment
+    ``image`` from the cache unless ``image_there``: what a run's manifest (or a sweep's bundle, bundle.py)
+    then names. Each blob is asked for first and sent only when absent. The blobs sent, and each object's size."""
+    from harness.remote import closure as closures
+
+    store = Store(layout.objects)
+    cache = Store(layout.cache_objects)
     sizes = closures.sizes(store, sorted(objects))
     planned: list[Planned] = []
     for group in closures.GROUPS:
@@ -133,23 +169,9 @@ def push_run(
         say(f"sending environment image {image.config_digest[:12]} ({len(image.layers)} layers)")
         for digest in [*image.layers, image.config_digest]:
             _send_object(target, cache, digest, image_sizes[digest], tally, result)
-        key = str((record.get("environment") or {}).get("key") or image.config_digest)
-        target.put_manifest(env_tag(key), cache.read_bytes(image.manifest_digest))
-    say(f"sending run {run_id}: {len(sizes)} objects in {len(planned)} blobs")
+        target.put_manifest(env_tag(env_key or image.config_digest), cache.read_bytes(image.manifest_digest))
     blobs = [_send_planned(target, store, p, tally, result, layout) for p in planned]
-    index_bytes = index_document(run_id, seal, blobs, sizes, image)
-    index = _send_bytes(target, index_bytes, MEDIA_INDEX, result)
-    record_bytes = store.read_bytes(seal)  # the sealed copy, re-hashed: the config blob is the seal
-    if canonical_record(record) != record_bytes:
-        raise StoreCorruption(f"the sealed copy of run {run_id} does not hold its record", "`harness verify`")
-    _send_bytes(target, record_bytes, "", result)
-    manifest = run_manifest(record, seal, len(record_bytes), index, blobs)
-    target.put_manifest(run_tag(run_id), manifest)
-    import hashlib
-
-    result.manifest = hashlib.sha256(manifest).hexdigest()
-    result.seconds = time.monotonic() - started
-    return result
+    return blobs, sizes
 
 
 def _image_sizes(image: Any, cache: Store, layout: Layout, engine: Any, say: Say) -> dict[str, int]:
@@ -199,7 +221,7 @@ def _send_planned(target: Target, store: Store, p: Planned, tally: _Tally, resul
     return Blob(digest, size, p.media_type, p.members)
 
 
-def _send_bytes(target: Target, data: bytes, media_type: str, result: Pushed) -> Blob:
+def send_bytes(target: Target, data: bytes, media_type: str, result: Pushed) -> Blob:
     import hashlib
 
     digest = hashlib.sha256(data).hexdigest()

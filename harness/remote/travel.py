@@ -51,7 +51,7 @@ def pull(
     layout = reference.store_layout(project_dir)
     registry = connect(ref)
     run_id = _full_id(registry, run, str(ref))
-    elsewhere = None if engine is None else partial(_engine_pulls, engine, str(ref), say)
+    elsewhere = None if engine is None else partial(engine_pulls, engine, str(ref), say)
     return pull_run(layout, run_id, registry, str(ref), say, progress, elsewhere)
 
 
@@ -69,7 +69,7 @@ def rebuild(project_dir: Path, run: str, remote: str | None, reporter: Any, prog
     return rebuild_run(project_dir, pulled.run, reporter, engine, layout=reference.store_layout(project_dir))
 
 
-def _engine_pulls(engine: Any, ref: str, say: Say, image: ImageParts) -> bool:
+def engine_pulls(engine: Any, ref: str, say: Say, image: ImageParts) -> bool:
     """Whether the engine has the image, after asking it to pull the image by digest when it lacks it."""
     if engine.has_image(image.image_id):
         return True

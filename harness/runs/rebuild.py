@@ -32,7 +32,7 @@ from harness.project.params import Params
 from harness.runs import mlflowstore, tracking
 from harness.runs.compare import InputComparison, OutputComparison, compare_inputs, compare_outputs
 from harness.runs.hostinfo import host_facts
-from harness.runs.limits import capacity_soon, from_record
+from harness.runs.limits import Capacity, capacity_soon, from_record
 from harness.runs.records import Records
 from harness.runs.runner import Inputs, Reporter, execute
 from harness.runs.schema import Code, Host, RunRecord
@@ -87,42 +87,56 @@ def _rebuild(layout: Layout, original: RunRecord, reporter: Reporter, engine: En
     capacity = capacity_soon(engine, layout.store)
 
     reporter.progress(f"rebuilding run {original['id']} ({original.get('name')})")
-    archive, patch = _code(original, store, layout)
-    data = _data(original, store)
-    _environment(original, layout, store, engine, reporter)
-
     record = _new_record(original, host_facts(engine.version()))
-    runtime: Mapping[str, Any] = original.get("runtime") or {}
-    limits, notes = from_record(runtime.get("limits"), capacity())
-    for note in notes:
-        reporter.progress(note)
-    inputs = Inputs(
-        layout=layout,
-        command=tuple(original["command"]),
-        params=Params(
-            values=original["params"],
-            sources=original.get("params_sources") or {},
-            configs=tuple(original.get("configs") or ()),
-        ),
-        commit_time=_commit_time(original),
-        threads=int(runtime.get("threads") or (original.get("config") or {}).get("threads") or 1),
-        extra_env=dict((original.get("config") or {}).get("env") or {}),
-        archive=archive,
-        patch=patch,
-        data=data,
-        image_id=original["environment"]["image_id"],
-        helper=_helper(runtime, store),
-        limits=limits,
-        defaults_file=(original.get("config") or {}).get("defaults_file"),
-        code_paths=dict((original.get("config") or {}).get("paths") or {}),
-        mlflow=mlflowstore.uses_mlflow(p["name"] for p in original["environment"].get("packages") or []),
-    )
+    inputs = recorded_inputs(original, original.get("runtime") or {}, layout, engine, reporter, capacity())
     result = execute(inputs, record, engine, reporter)
     return RebuildResult(
         original=original,
         record=result.record,
         outputs=compare_outputs(original, result.record, store),
         inputs=compare_inputs(original, result.record, store),
+    )
+
+
+def recorded_inputs(
+    record: RunRecord,
+    runtime: Mapping[str, Any],
+    layout: Layout,
+    engine: Engine,
+    reporter: Reporter,
+    capacity: Capacity,
+) -> Inputs:
+    """What the container of the run ``record`` names gets, from the stores alone, each object checked, the image
+    in the engine: a rebuild's (the original's record and runtime), or a run's that was begun elsewhere (a sweep's
+    run on a cluster worker: its first record, and the limits and params helper it was given as ``runtime``)."""
+    store = Store(layout.objects)
+    archive, patch = _code(record, store, layout)
+    data = _data(record, store)
+    _environment(record, layout, store, engine, reporter)
+    limits, notes = from_record(runtime.get("limits"), capacity)
+    for note in notes:
+        reporter.progress(note)
+    config = record.get("config") or {}
+    return Inputs(
+        layout=layout,
+        command=tuple(record["command"]),
+        params=Params(
+            values=record["params"],
+            sources=record.get("params_sources") or {},
+            configs=tuple(record.get("configs") or ()),
+        ),
+        commit_time=_commit_time(record),
+        threads=int(runtime.get("threads") or config.get("threads") or 1),
+        extra_env=dict(config.get("env") or {}),
+        archive=archive,
+        patch=patch,
+        data=data,
+        image_id=record["environment"]["image_id"],
+        helper=_helper(runtime, store),
+        limits=limits,
+        defaults_file=config.get("defaults_file"),
+        code_paths=dict(config.get("paths") or {}),
+        mlflow=mlflowstore.uses_mlflow(p["name"] for p in record["environment"].get("packages") or []),
     )
 
 

@@ -164,6 +164,7 @@ class Sweep(TypedDict):
     id: str
     index: int
     size: int
+    worker: NotRequired[str]  # the Dask worker that ran it (harness sweep --cluster): its name, else its address
 
 
 class RunRecord(TypedDict):

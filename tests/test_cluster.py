@@ -1,0 +1,210 @@
+"""`harness sweep --cluster`: a real Dask scheduler and two real workers on loopback, each worker a "machine" of
+its own (its own HARNESS_HOME and HARNESS_CACHE, a working directory that is no project), sharing only the Docker
+engine and Debian's docker-registry on loopback. The project is the session's probe project (tests/projects.py):
+a few seconds a run, where the bikes example would cost a minute a run for nothing more to check."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.cluster.task import sweep_tag
+from harness.remote.client import connect
+from harness.remote.reference import parse
+from tests.projects import cli_env, harness
+from tests.registry import Registry
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+DASK = str(Path(sys.executable).parent / "dask")
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Cluster:
+    """`dask scheduler` and `dask worker` processes, each in its own process group, stopped at the end."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.address = f"tcp://127.0.0.1:{_port()}"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.homes: dict[str, dict[str, str]] = {}
+        port = self.address.rsplit(":", 1)[1]
+        self._start("scheduler", [DASK, "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"], {})
+
+    def _start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        cwd = self.root / name
+        cwd.mkdir(parents=True)
+        log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115 - the process holds it
+        self.processes[name] = subprocess.Popen(
+            argv, cwd=cwd, env=cli_env(**env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def add_worker(self, name: str) -> None:
+        """A worker with one thread and no nanny (so killing its process kills the worker), stores of its own."""
+        home = {"HARNESS_HOME": str(self.root / name / "home"), "HARNESS_CACHE": str(self.root / name / "cache")}
+        self.homes[name] = home
+        argv = [DASK, "worker", self.address, "--name", name, "--nworkers", "1", "--nthreads", "1", "--no-nanny"]
+        self._start(name, [*argv, "--no-dashboard"], home)
+
+    def wait_for_workers(self, n: int, timeout: float = 60) -> None:
+        from distributed import Client
+
+        with Client(self.address, timeout=30) as client:
+            client.wait_for_workers(n, timeout=timeout)
+
+    def kill(self, name: str) -> None:
+        process = self.processes[name]
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def log(self, name: str) -> str:
+        return (self.root / f"{name}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    reg = Registry(tmp_path / "registry")
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture()
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    started = Cluster(tmp_path / "cluster")
+    try:
+        started.add_worker("w1")
+        started.add_worker("w2")
+        started.wait_for_workers(2)
+        yield started
+    finally:
+        started.stop()
+        for home in started.homes.values():  # a killed worker's run: its container is removed, it is interrupted
+            harness(started.root, "ls", env=cli_env(**home))
+
+
+def _sweep_records(project: Path, sweep_id: str) -> list[dict]:
+    listed = harness(project, "ls", "--where", f'sweep == "{sweep_id}"', "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    records = []
+    for row in rows:
+        shown = harness(project, "show", row["id"], "--json")
+        assert shown.returncode == 0, shown.stderr
+        records.append(json.loads(shown.stdout))
+    return sorted(records, key=lambda r: r["sweep"]["index"])
+
+
+def test_a_sweep_on_a_dask_cluster(probe_project: Path, registry: Registry, cluster: Cluster) -> None:
+    remote = f"{registry.host}/team/probe"
+    swept = harness(
+        probe_project, "sweep", "-p", "scale=1,2,3,4", "-p", "sleep=1", "--cluster", cluster.address,
+        "--remote", remote, "--json", timeout=240,
+    )  # fmt: skip
+    assert swept.returncode == 0, swept.stdout + swept.stderr + cluster.log("w1") + cluster.log("w2")
+    result = json.loads(swept.stdout)
+    assert result["succeeded"] == 4 and result["size"] == 4
+    assert "done, " in swept.stderr and "running, " in swept.stderr  # the progress line
+
+    # Four records on the submitting side, one per point, each run on a worker, and both workers used.
+    records = _sweep_records(probe_project, result["sweep"])
+    assert [r["sweep"]["index"] for r in records] == [0, 1, 2, 3]
+    assert [r["metrics"]["total"] for r in records] == [10, 20, 30, 40]
+    assert {r["sweep"]["worker"] for r in records} == {"w1", "w2"}
+    assert all(r["status"] == "succeeded" for r in records)
+    # Each worker kept its runs in its own store, and had nothing of the project but what it pulled.
+    for name in ("w1", "w2"):
+        runs = Path(cluster.homes[name]["HARNESS_HOME"]) / "runs"
+        ran = {r["id"] for r in records if r["sweep"]["worker"] == name}
+        assert ran <= {p.name for p in runs.iterdir()}
+
+    # Each is rebuilt here, from this machine's stores, bit for bit.
+    for record in records:
+        rebuilt = harness(probe_project, "rebuild", record["id"], "--json")
+        assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+        assert json.loads(rebuilt.stdout)["identical"]
+
+    # The remote holds each (sweep, index) once, under its own tag, as the run the submitting side pulled.
+    client = connect(parse(remote))
+    for record in records:
+        tagged = client.manifest(sweep_tag(result["sweep"], record["sweep"]["index"]))
+        assert tagged is not None and client.manifest(f"run-{record['id']}") == tagged
+
+    # A worker killed in the middle of a run loses no run: its task is run again on the other worker.
+    running = subprocess.Popen(
+        [sys.executable, "-m", "harness", "sweep", "-p", "scale=5,6,7,8", "-p", "sleep=4", "--cluster",
+         cluster.address, "--remote", remote, "--json"],
+        cwd=probe_project, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    w1_runs = Path(cluster.homes["w1"]["HARNESS_HOME"]) / "runs"
+    before = {p.name for p in w1_runs.iterdir()}
+    deadline = time.monotonic() + 120
+    while not _a_new_run_running(w1_runs, before):
+        assert running.poll() is None and time.monotonic() < deadline, running.communicate()
+        time.sleep(0.2)
+    cluster.kill("w1")
+    out, err = running.communicate(timeout=240)
+    assert running.returncode == 0, out + err + cluster.log("w2")
+    second = json.loads(out)
+    assert second["succeeded"] == 4, second
+    records = _sweep_records(probe_project, second["sweep"])
+    assert [r["sweep"]["index"] for r in records] == [0, 1, 2, 3]  # each once
+    assert [r["metrics"]["total"] for r in records] == [50, 60, 70, 80]
+    assert any(r["sweep"]["worker"] == "w2" for r in records)
+    killed = {p.name for p in w1_runs.iterdir()} - before
+    assert killed and not killed & {r["id"] for r in records}  # the run cut short is not the one recorded
+
+
+def _a_new_run_running(runs: Path, before: set[str]) -> bool:
+    for run in runs.iterdir() if runs.is_dir() else ():
+        if run.name in before:
+            continue
+        try:
+            record = json.loads((run / "record.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("status") == "running" and record.get("runtime"):
+            return True
+    return False
+
+
+def test_cluster_without_distributed_says_what_to_install(probe_project: Path, tmp_path: Path) -> None:
+    """Where `distributed` cannot be imported, --cluster names the extra to install, and exits as a usage error."""
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "distributed.py").write_text("raise ImportError('blocked by the test')\n")
+    env = cli_env(PYTHONPATH=os.pathsep.join([str(blocker), os.environ.get("PYTHONPATH", "")]))
+    result = harness(
+        probe_project, "sweep", "-p", "scale=1,2", "--cluster", "tcp://127.0.0.1:1", "--remote",
+        "127.0.0.1:1/team/probe", env=env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'harness[dask]'" in result.stderr
+    runs = probe_project / ".harness" / "runs"
+    assert not runs.exists() or not any(runs.iterdir())  # nothing was run
