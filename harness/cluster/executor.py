@@ -131,7 +131,7 @@ class ClusterExecutor:
                     key = f"harness-sweep-{self.plan.id}-{task.index}"
                     future = self.client.submit(run_task, self.spec(task), key=key, retries=1, pure=False)
                     futures[future] = task
-                for future in as_completed(list(futures)):
+                for future in as_completed(list(futures), loop=self.client.loop):
                     task = futures[future]
                     outcome = self._finish(task, future)
                     with self._lock:
