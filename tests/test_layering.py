@@ -13,13 +13,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "harness"
 
 # Top to bottom: a module may import its own layer and any layer after it, never one before it. "" is the
 # foundation: the modules directly in harness/ (errors, paths, digests, files, flatten, urls).
-LAYERS = ("__main__", "cli", "ui", "provenance", "remote", "runs", "env", "project", "docker", "storage", "")
+LAYERS = ("__main__", "cli", "ui", "provenance", "cluster", "remote", "runs", "env", "project", "docker", "storage", "")
 
 # External systems and the one module allowed to import each.
 SOLE_IMPORTERS = {
     "docker": {"harness.docker.engine"},
     "git": {"harness.project.vcs"},
     "oras": {"harness.remote.client"},
+    "distributed": {"harness.cluster.executor", "harness.cluster.task"},  # the submitting side, the worker side
 }
 
 

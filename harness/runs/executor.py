@@ -8,13 +8,11 @@ no task starts after it, every running container is killed and its run recorded 
 :meth:`Executor.run_all` returns (it does not raise) once nothing of the sweep runs any more.
 
 What a run is stays outside: LocalExecutor calls a ``run_one`` it is given (harness.runs.sweep.local_executor
-binds it to the sweep's plan: ``plan.start(task)`` then runner.execute). A cluster executor is another
-``ExecutorFactory`` (harness.runs.sweep) returning an object with the same ``run_all`` over the same tasks: from the
-plan it would publish the shared objects once (the image, the code archive, the data snapshot, the params helper
-and the lock: all named by digest in ``plan.context``), submit one task per point carrying ``plan.start(task)``
-(the run's first record, plain JSON, and its Inputs) to a worker that pulls those objects by digest, runs
-runner.execute there and pushes the record and outputs back, and pull each record here as it finishes, telling
-``events`` as it goes.
+binds it to the sweep's plan: ``plan.start(task)`` then runner.execute). The cluster executor
+(harness.cluster.executor) is another ``ExecutorFactory`` (harness.runs.sweep) returning an object with the same
+``run_all`` over the same tasks: it publishes the objects the plan's runs share to a remote once, submits one Dask
+task per point carrying the run's first record (plain JSON, every input by digest), and pulls each record here as
+its run ends, telling ``events`` as it goes.
 """
 
 from __future__ import annotations
