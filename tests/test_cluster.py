@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -130,7 +131,8 @@ def test_a_sweep_on_a_dask_cluster(probe_project: Path, registry: Registry, clus
     assert swept.returncode == 0, swept.stdout + swept.stderr + cluster.log("w1") + cluster.log("w2")
     result = json.loads(swept.stdout)
     assert result["succeeded"] == 4 and result["size"] == 4
-    assert "done, " in swept.stderr and "running, " in swept.stderr  # the progress line
+    assert "4/4 done, 0 running, 0 failed" in swept.stderr  # the progress line
+    assert re.search(r"run [0-9a-f]+ started: scale=", swept.stderr)  # as the workers start them
 
     # Four records on the submitting side, one per point, each run on a worker, and both workers used.
     records = _sweep_records(probe_project, result["sweep"])

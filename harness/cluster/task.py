@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.files import file_lock
 from harness.paths import ENV_HOME, Layout, cache_root
 
 SWEEP_TAG_PREFIX = "sweep-"
@@ -136,9 +137,11 @@ def _run(spec: dict[str, Any], layout: Layout, registry: Any, where: str, worker
     with adding_objects(layout.store):
         engine = connect_engine()
         capacity = capacity_soon(engine, layout.store)
-        bundles.fetch(
-            layout, str(spec["bundle"]), registry, where, _quiet, partial(engine_pulls, engine, where, _quiet)
-        )
+        tag = str(spec["bundle"])
+        # One fetch of a bundle at a time on this store: tasks in other threads (or worker processes sharing the
+        # store) wait for it, then find every object there, rather than downloading the same blobs side by side.
+        with file_lock(layout.store / "locks" / f"{tag}.lock", _quiet):
+            bundles.fetch(layout, tag, registry, where, _quiet, partial(engine_pulls, engine, where, _quiet))
         record["host"] = host_facts(engine.version())  # where it ran: this machine, not the submitting one
         runtime = {"limits": spec["limits"], "params_helper": spec["helper"]}
         inputs = recorded_inputs(record, runtime, layout, engine, reporter, capacity())
