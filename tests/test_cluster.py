@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cluster.task import sweep_tag
+from harness.cluster.task import run_task, sweep_tag
 from harness.remote.client import connect
 from harness.remote.reference import parse
 from tests.projects import cli_env, harness
@@ -158,18 +158,38 @@ def test_a_sweep_on_a_dask_cluster(probe_project: Path, registry: Registry, clus
         tagged = client.manifest(sweep_tag(result["sweep"], record["sweep"]["index"]))
         assert tagged is not None and client.manifest(f"run-{record['id']}") == tagged
 
-    # A worker killed in the middle of a run loses no run: its task is run again on the other worker.
-    running = subprocess.Popen(
-        [sys.executable, "-m", "harness", "sweep", "-p", "scale=5,6,7,8", "-p", "sleep=4", "--cluster",
-         cluster.address, "--remote", remote, "--json"],
-        cwd=probe_project, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    w1_runs = Path(cluster.homes["w1"]["HARNESS_HOME"]) / "runs"
-    before = {p.name for p in w1_runs.iterdir()}
-    deadline = time.monotonic() + 120
-    while not _a_new_run_running(w1_runs, before):
-        assert running.poll() is None and time.monotonic() < deadline, running.communicate()
+    # A task that runs again for an index the remote holds (its worker died after pushing, or Dask retried it)
+    # returns that run, runs nothing and pushes nothing.
+    tags_before = set(client.tags())
+    first = records[0]
+    again = run_task({"remote": remote, "bundle": "never-fetched", "record": {"sweep": first["sweep"]}})
+    assert again["again"] and again["run"] == first["id"] and again["status"] == "succeeded"
+    assert set(client.tags()) == tags_before
+
+    # Ctrl-C stops the sweep: the workers kill the containers of the runs going, which are recorded interrupted.
+    homes = [Path(cluster.homes[name]["HARNESS_HOME"]) / "runs" for name in ("w1", "w2")]
+    known = {p.name for runs in homes if runs.is_dir() for p in runs.iterdir()}
+    stopping = _sweep_in_background(probe_project, cluster, remote, "scale=1,2", "sleep=60")
+    _wait_for_a_run(stopping, homes, known)
+    time.sleep(1)  # the worker's "started" event reaches the sweep
+    started = time.monotonic()
+    stopping.send_signal(signal.SIGINT)
+    out, err = stopping.communicate(timeout=60)
+    assert stopping.returncode == 130, out + err
+    stopped = json.loads(out)
+    assert stopped["interrupted"] and stopped["interrupted_runs"] >= 1, stopped
+    cut = [r["run"] for r in stopped["runs"] if r["status"] == "interrupted"]
+    deadline = time.monotonic() + 30
+    while not all(_status(homes, run_id) == "interrupted" for run_id in cut):
+        assert time.monotonic() < deadline, [_status(homes, r) for r in cut]
         time.sleep(0.2)
+    assert time.monotonic() - started < 40  # not the 60 s the runs would have slept
+
+    # A worker killed in the middle of a run loses no run: its task is run again on the other worker.
+    w1_runs = homes[0]
+    before = {p.name for p in w1_runs.iterdir()}
+    running = _sweep_in_background(probe_project, cluster, remote, "scale=5,6,7,8", "sleep=4")
+    _wait_for_a_run(running, [w1_runs], before)
     cluster.kill("w1")
     out, err = running.communicate(timeout=240)
     assert running.returncode == 0, out + err + cluster.log("w2")
@@ -181,6 +201,30 @@ def test_a_sweep_on_a_dask_cluster(probe_project: Path, registry: Registry, clus
     assert any(r["sweep"]["worker"] == "w2" for r in records)
     killed = {p.name for p in w1_runs.iterdir()} - before
     assert killed and not killed & {r["id"] for r in records}  # the run cut short is not the one recorded
+
+
+def _sweep_in_background(project: Path, cluster: Cluster, remote: str, *axes: str) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "harness", "sweep", "--cluster", cluster.address, "--remote", remote, "--json"]
+    for axis in axes:
+        argv += ["-p", axis]
+    return subprocess.Popen(argv, cwd=project, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_a_run(sweep: subprocess.Popen[str], stores: list[Path], before: set[str]) -> None:
+    """Until one of the workers' stores has a run, not in ``before``, whose container is about to start."""
+    deadline = time.monotonic() + 120
+    while not any(_a_new_run_running(runs, before) for runs in stores):
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
+        time.sleep(0.2)
+
+
+def _status(stores: list[Path], run_id: str) -> str | None:
+    for runs in stores:
+        try:
+            return str(json.loads((runs / run_id / "record.json").read_text())["status"])
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def _a_new_run_running(runs: Path, before: set[str]) -> bool:
