@@ -21,7 +21,7 @@ import pytest
 from harness.cluster.task import run_task, sweep_tag
 from harness.remote.client import connect
 from harness.remote.reference import parse
-from tests.projects import cli_env, harness
+from tests.projects import cli_env, harness, valid_record
 from tests.registry import Registry
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -118,7 +118,7 @@ def _sweep_records(project: Path, sweep_id: str) -> list[dict]:
     for row in rows:
         shown = harness(project, "show", row["id"], "--json")
         assert shown.returncode == 0, shown.stderr
-        records.append(json.loads(shown.stdout))
+        records.append(valid_record(json.loads(shown.stdout)))
     return sorted(records, key=lambda r: r["sweep"]["index"])
 
 
