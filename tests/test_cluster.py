@@ -146,6 +146,9 @@ def test_a_sweep_on_a_dask_cluster(probe_project: Path, registry: Registry, clus
         ran = {r["id"] for r in records if r["sweep"]["worker"] == name}
         assert ran <= {p.name for p in runs.iterdir()}
 
+    shown = harness(probe_project, "show", records[0]["id"])
+    assert f"run 1 of 4  on worker {records[0]['sweep']['worker']}" in shown.stdout, shown.stdout
+
     # Each is rebuilt here, from this machine's stores, bit for bit.
     for record in records:
         rebuilt = harness(probe_project, "rebuild", record["id"], "--json")

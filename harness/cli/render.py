@@ -138,7 +138,8 @@ def show_record(record: Mapping[str, Any], seal: str | None = None, seal_state: 
     ]
     if record.get("sweep"):
         where = record["sweep"]
-        rows.append(("sweep", f"{where['id']}  run {where['index'] + 1} of {where['size']}"))
+        worker = f"  on worker {where['worker']}" if where.get("worker") else ""
+        rows.append(("sweep", f"{where['id']}  run {where['index'] + 1} of {where['size']}{worker}"))
     if seal_state is not None:
         rows.append(("sealed", (f"sha256 {seal[:16]}, " if seal else "") + SEAL_STATES[seal_state]))
     rows += [
