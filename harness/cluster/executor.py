@@ -66,7 +66,7 @@ def cluster_executor(address: str, remote: Reference, say: Callable[[str], None]
         except BaseException:
             client.close()
             raise
-        return ClusterExecutor(plan, client, registry, remote, shared.tag, say)
+        return ClusterExecutor(plan, client, registry, remote, shared.tag)
 
     return factory
 
@@ -87,9 +87,8 @@ def _client(address: str) -> Any:
 class ClusterExecutor:
     """Runs a plan's tasks on a Dask cluster; pulls each finished run into this machine's store."""
 
-    def __init__(self, plan: SweepPlan, client: Any, registry: Any, remote: Reference, bundle: str, say: Any) -> None:
+    def __init__(self, plan: SweepPlan, client: Any, registry: Any, remote: Reference, bundle: str) -> None:
         self.plan, self.client, self.registry, self.remote, self.bundle = plan, client, registry, remote, bundle
-        self.say = say
         self._lock = threading.Lock()
         self._started: dict[int, str] = {}  # task index -> run id, as the workers report them
         self._finished: set[int] = set()
