@@ -16,6 +16,7 @@ from harness.env.lockfile import Lock, LockedPackage, requirements_digest
 from harness.env.recipe import load_recipe
 from harness.errors import EngineUnavailable
 from harness.paths import ENV_CACHE, Layout
+from tests.registry import Registry
 
 SIX = LockedPackage(
     name="six",
@@ -38,6 +39,16 @@ def harness_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ.pop(ENV_CACHE, None)
         else:
             os.environ[ENV_CACHE] = saved
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    """A loopback docker-registry of the test's own, plain http, stopped after it."""
+    reg = Registry(tmp_path / "registry")
+    try:
+        yield reg
+    finally:
+        reg.stop()
 
 
 @pytest.fixture()

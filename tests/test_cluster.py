@@ -88,15 +88,6 @@ class Cluster:
 
 
 @pytest.fixture()
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    reg = Registry(tmp_path / "registry")
-    try:
-        yield reg
-    finally:
-        reg.stop()
-
-
-@pytest.fixture()
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     started = Cluster(tmp_path / "cluster")
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +26,6 @@ from tests.projects import PROBE_CONFIG, SESSION, cli_env, commit_all, harness, 
 from tests.registry import Registry
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture()
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    reg = Registry(tmp_path / "registry")
-    try:
-        yield reg
-    finally:
-        reg.stop()
 
 
 def _push_base(

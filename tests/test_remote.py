@@ -22,15 +22,6 @@ pytestmark = [pytest.mark.docker]
 
 
 @pytest.fixture()
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    reg = Registry(tmp_path / "registry")
-    try:
-        yield reg
-    finally:
-        reg.stop()
-
-
-@pytest.fixture()
 def ran(probe_project: Path) -> tuple[Path, str]:
     result = harness(probe_project, "run", "--json")
     assert result.returncode == 0, result.stderr
