@@ -70,11 +70,8 @@ def snapshot_cmd(
     """
     from harness.storage.datasets import take
 
-    progress = ByteProgress("hashing")
-    try:
+    with ByteProgress("hashing") as progress:
         snap, sources, registered = take(layout_of(project), paths, tuple(name or ()), progress, rehash)
-    finally:
-        progress.close()
     if not registered:
         echo("warning: the snapshot is stored but could not be added to `harness data ls`", err=True)
     if as_json:

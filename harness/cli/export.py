@@ -86,11 +86,8 @@ def export(
     if fmt is Format.oci:
         from harness.remote.travel import export as export_runs
 
-        progress = ByteProgress("exporting")
-        try:
+        with ByteProgress("exporting") as progress:
             result = export_runs(project, runs, output, TerminalReporter(as_json).progress, progress)
-        finally:
-            progress.close()
         if as_json:
             print_json(result)
         else:
@@ -125,11 +122,8 @@ def import_runs(
     from harness.remote.travel import import_file
 
     finish_dead_runs(project)
-    progress = ByteProgress("importing")
-    try:
+    with ByteProgress("importing") as progress:
         results = import_file(project, file, TerminalReporter(as_json).progress, progress)
-    finally:
-        progress.close()
     if as_json:
         print_json({"runs": [r.to_dict() for r in results]})
         return

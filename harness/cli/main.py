@@ -247,11 +247,8 @@ def rebuild(
         from harness.cli.output import ByteProgress
         from harness.remote.travel import rebuild as rebuild_remote
 
-        progress = ByteProgress("pulling")
-        try:
+        with ByteProgress("pulling") as progress:
             result = rebuild_remote(project, run_id, remote, reporter, progress)
-        finally:
-            progress.close()
     else:
         result = rebuild_run(project, run_id, reporter)
     if as_json:

@@ -95,6 +95,12 @@ class ByteProgress:
             sys.stderr.write("\n")
             sys.stderr.flush()
 
+    def __enter__(self) -> ByteProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def human(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):

@@ -53,11 +53,8 @@ def push(
     from harness.remote.travel import push as push_runs
 
     finish_dead_runs(project)
-    progress = ByteProgress("pushing")
-    try:
+    with ByteProgress("pushing") as progress:
         results = push_runs(project, runs, remote, TerminalReporter(as_json).progress, progress)
-    finally:
-        progress.close()
     if as_json:
         print_json({"runs": [r.to_dict() for r in results]})
         return
@@ -93,11 +90,8 @@ def pull(
     from harness.remote.travel import pull as pull_run
 
     finish_dead_runs(project)
-    progress = ByteProgress("pulling")
-    try:
+    with ByteProgress("pulling") as progress:
         result = pull_run(project, run, remote, TerminalReporter(as_json).progress, progress)
-    finally:
-        progress.close()
     if as_json:
         print_json(result.to_dict())
         return

@@ -50,11 +50,8 @@ def verify(
     from harness.runs.integrity import verify as verify_store
 
     finish_dead_runs(project)
-    progress = ByteProgress("verifying")
-    try:
+    with ByteProgress("verifying") as progress:
         report = verify_store(layout_of(project), run, progress)
-    finally:
-        progress.close()
     if as_json:
         print_json(report.to_dict())
         return report.exit_code
