@@ -196,7 +196,7 @@ def test_ctrl_c_stops_the_sweep_removes_its_containers_and_records_its_runs_inte
 
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130, "".join(err)
-    assert _store_containers(engine, project) == []
+    assert _store_containers(engine, project) == [], "".join(err)
     ids = _run_ids(project)
     assert len(ids) == 2  # the third run never started
     for run_id in ids:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ from harness.runs.runner import RunResult, container_name
 
 Point = tuple[tuple[str, Any], ...]
 STOP_POLL_S = 0.2  # how often a stopping sweep kills the containers of runs still going
+WAIT_POLL_S = 0.05  # how often a sweep looks whether its workers are done
 
 
 @dataclass(frozen=True)
@@ -118,31 +120,34 @@ class LocalExecutor:
         running: dict[int, str] = {}  # task index -> run id, while its run goes on
         outcomes: dict[int, Outcome] = {}
 
-        def work(engine: Engine) -> None:
-            while not stop.is_set():
-                try:
-                    task = todo.get_nowait()
-                except queue.Empty:
-                    return
-                outcome = self._one(task, engine, events, stop, lock, running)
-                with lock:
-                    running.pop(task.index, None)
-                    outcomes[task.index] = outcome
-                events.finished(task, outcome)
+        def work(engine: Engine, done: threading.Event) -> None:
+            try:
+                while not stop.is_set():
+                    try:
+                        task = todo.get_nowait()
+                    except queue.Empty:
+                        return
+                    outcome = self._one(task, engine, events, stop, lock, running)
+                    with lock:
+                        running.pop(task.index, None)
+                        outcomes[task.index] = outcome
+                    events.finished(task, outcome)
+            finally:
+                done.set()
 
+        workers = self.engines[: max(1, len(tasks))]
+        finished = [threading.Event() for _ in workers]
         threads = [
-            threading.Thread(target=work, args=(engine,), name=f"harness-sweep-{n}", daemon=True)
-            for n, engine in enumerate(self.engines[: max(1, len(tasks))])
+            threading.Thread(target=work, args=(engine, done), name=f"harness-sweep-{n}", daemon=True)
+            for n, (engine, done) in enumerate(zip(workers, finished, strict=True))
         ]
         try:
             for thread in threads:
                 thread.start()
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(STOP_POLL_S)
+            _wait_all(finished)
         except KeyboardInterrupt:
             stop.set()
-            self._stop(threads, lock, running)
+            self._stop(finished, lock, running)
         return [outcomes.get(t.index) or Outcome(t.index, None, "not started", None) for t in tasks]
 
     def _one(
@@ -171,21 +176,28 @@ class LocalExecutor:
             return Outcome(task.index, ids[0] if ids else None, "failed", None, f"{type(exc).__name__}: {exc}")
         return Outcome(task.index, record["id"], record["status"], record["exit_code"], _message(record))
 
-    def _stop(self, threads: list[threading.Thread], lock: threading.Lock, running: dict[int, str]) -> None:
+    def _stop(self, finished: list[threading.Event], lock: threading.Lock, running: dict[int, str]) -> None:
         """Kill the containers of the runs still going until every thread is done. A run between its last check
         of ``stop`` and its container's start is caught by the next round."""
         engine = self.control
-        while any(t.is_alive() for t in threads):
+        while not all(done.is_set() for done in finished):
             try:
                 with lock:
                     ids = list(running.values())
                 for run_id in ids:
                     with contextlib.suppress(HarnessError):
                         engine.kill(container_name(run_id))
-                for thread in threads:
-                    thread.join(STOP_POLL_S / max(1, len(threads)))
+                time.sleep(STOP_POLL_S)
             except KeyboardInterrupt:
                 continue  # Ctrl-C again: stopping is what is being done already
+
+
+def _wait_all(finished: list[threading.Event]) -> None:
+    """Until every worker is done. Not Thread.join: on CPython 3.11 a Ctrl-C landing inside join() can mark a
+    thread that is still running as stopped (the bpo-45274 fix releases the lock the running thread holds), and the
+    sweep then returns with a container still up. A flag read between sleeps has nothing to corrupt."""
+    while not all(done.is_set() for done in finished):
+        time.sleep(WAIT_POLL_S)
 
 
 def _message(record: Any) -> str | None:
