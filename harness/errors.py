@@ -7,7 +7,7 @@
     │   └── DirtyTreeError       exit 103  uncommitted changes, names the files
     ├── EnvironmentBuildError    exit 104  base recipe, lock, wheel hash, image build or load
     ├── DataError                exit 105  missing data path, refused file type, bad snapshot
-    ├── EngineUnavailable        exit 106  Docker not running or not reachable
+    ├── EngineUnavailable        exit 106  Docker not running, not reachable, or not answering in time
     ├── StoreCorruption          exit 107  an object whose bytes no longer match its name, a run record
     │                                      that no longer matches its seal or cannot be read
     ├── NotFound                 exit 108  unknown run, snapshot or object id
@@ -82,7 +82,7 @@ class DataError(HarnessError):
 
 
 class EngineUnavailable(HarnessError):
-    """Docker is not running or not reachable."""
+    """Docker is not running, not reachable, or not answering within HARNESS_DOCKER_TIMEOUT."""
 
     exit_code = 106
 

@@ -7,6 +7,11 @@ about 0.1 s of imports) is imported inside :func:`connect` and the functions it 
 Which engine, as the docker CLI decides: DOCKER_HOST, with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH, read by the
 SDK's ``kwargs_from_env`` (what ``docker.from_env()`` reads); without DOCKER_HOST, the current docker context
 (harness/docker/context.py); else the local socket. The API version is negotiated with the engine.
+
+How long to wait (harness/docker/timeouts.py): connecting and each ordinary request are bounded by
+HARNESS_DOCKER_TIMEOUT (30 s by default), so a hung engine is an error within seconds, not a hang. What may stay
+silent for hours goes through a second client, made on first use, that has no timeout: a container's output and
+its exit, a build, a load, a save, a push and a pull.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import functools
 import io
 import os
 import tarfile
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -31,6 +37,7 @@ from harness.docker.interface import (
     LineSink,
     OutputSink,
 )
+from harness.docker.timeouts import not_answering, request_timeout
 from harness.errors import EngineUnavailable, HarnessError
 
 T = TypeVar("T")
@@ -44,28 +51,54 @@ _START_HINT = (
 _LOST_HINT = "check the engine with `docker info` (a restart drops every connection) and try again"
 
 
-def connect(timeout: int = 600) -> Engine:
+def connect(timeout: float | None = None) -> Engine:
     """The engine DOCKER_HOST or the current docker context names, reachable and answering as Docker: the one
     place harness connects to Docker.
 
-    ``timeout`` bounds each request's wait for an answer, and how long a load's or a push's progress may stay
-    silent (the SDK's choice); a container's output and its wait, a pull, a save and an archive have none."""
+    ``timeout`` (seconds; by default HARNESS_DOCKER_TIMEOUT, else 30) bounds connecting and each ordinary
+    request's wait for an answer. A caller that would rather carry on without the engine than wait passes its
+    own, shorter one. A container's output and its wait, a build, a load, a save, a push and a pull have none."""
+    seconds = request_timeout(os.environ) if timeout is None else timeout
     kwargs, where, tls_hint = _client_settings(os.environ)
+    client = _client_class()
     try:
         # version="auto" asks the engine for its API version: the one request that proves it is there
-        api = _client_class()(version="auto", timeout=timeout, **kwargs)
+        api = client(version="auto", timeout=seconds, **kwargs)
     except Exception as exc:  # DockerException around requests', urllib3's and the socket's errors
-        raise _unreachable(exc, where, tls_hint) from None
-    return DockerEngine(api, where)
+        raise _unreachable(exc, where, tls_hint, seconds) from None
+    # The same engine, settings and negotiated version (so making it asks the engine nothing), no timeout.
+    patient = functools.partial(client, version=api.api_version, timeout=None, **kwargs)
+    return DockerEngine(api, where, patient, seconds)
 
 
 class DockerEngine:
     """A connected Docker engine, through the Docker SDK: the implementation of :class:`Engine`. Make one with
-    :func:`connect`."""
+    :func:`connect`.
 
-    def __init__(self, api: Any, where: str = DEFAULT_SOCKET) -> None:
+    Two SDK clients: ``api`` with the request timeout for everything that should answer promptly, and one
+    without a timeout, made by ``patient`` on first use, for what may legitimately stay silent for hours."""
+
+    def __init__(
+        self,
+        api: Any,
+        where: str = DEFAULT_SOCKET,
+        patient: Callable[[], Any] | None = None,
+        timeout: float | None = None,
+    ) -> None:
         self._api = api  # docker.APIClient
         self._where = where
+        self._make_patient = patient
+        self._patient_api: Any = None
+        self._patient_lock = threading.Lock()  # a sweep's runs share an engine from their threads
+        self._timeout = timeout
+
+    @property
+    def _patient(self) -> Any:
+        """The client without a timeout (docker.APIClient); ``api`` itself when none was given."""
+        with self._patient_lock:
+            if self._patient_api is None:
+                self._patient_api = self._make_patient() if self._make_patient is not None else self._api
+            return self._patient_api
 
     # -- facts --------------------------------------------------------------------------------------------
     def version(self) -> dict[str, str]:
@@ -101,7 +134,8 @@ class DockerEngine:
         what = f"docker load of {archive}"
         loaded: list[str] = []
         with open(archive, "rb") as fh, self._talking(what):
-            for message in self._api.load_image(fh, quiet=False):
+            # The engine answers a load only once it has read the archive, and then reports progress: no timeout.
+            for message in self._patient.load_image(fh, quiet=False):
                 if "error" in message:
                     raise HarnessError(
                         f"{what} failed: {message['error']}",
@@ -127,7 +161,7 @@ class DockerEngine:
         """``docker save ref`` as it streams; a stream that ends short is an EngineUnavailable, not a short file."""
         what = f"docker save {ref}"
         with self._talking(what):
-            chunks = self._api.get_image(ref, chunk_size=CHUNK)
+            chunks = self._patient.get_image(ref, chunk_size=CHUNK)
         return self._guarded(chunks, what)
 
     def pull_image(self, ref: str) -> None:
@@ -135,8 +169,8 @@ class DockerEngine:
         name, tag = split_reference(ref)
         what = f"docker pull {ref}"
         with self._talking(what):
-            self._reload_logins()
-            self._follow(self._api.pull(name, tag=tag, stream=True, decode=True), what)
+            patient = self._reload_logins()
+            self._follow(patient.pull(name, tag=tag, stream=True, decode=True), what)
 
     def build_image(
         self,
@@ -151,8 +185,8 @@ class DockerEngine:
         after the step that failed: raised as BuildFailed with that step and the engine's words."""
         what = f"docker build of {dockerfile}"
         with self._talking(what):
-            # No timeout: a RUN step may stay silent for longer than any request should (the SDK passes None).
-            messages = self._api.build(
+            # No timeout: a RUN step may stay silent for longer than any request should.
+            messages = self._patient.build(
                 fileobj=context,
                 custom_context=True,
                 dockerfile=dockerfile,
@@ -171,14 +205,19 @@ class DockerEngine:
         name, tag = split_reference(ref)
         what = f"docker push {ref}"
         with self._talking(what):
-            self._reload_logins()
-            self._follow(self._api.push(name, tag=tag, stream=True, decode=True), what)
+            patient = self._reload_logins()
+            self._follow(patient.push(name, tag=tag, stream=True, decode=True), what)
 
-    def _reload_logins(self) -> None:
-        # The SDK reads config.json (`auths`, `credsStore`, `credHelpers`) once, when the client is made, and
-        # keeps it while it holds any login: read it again so a `docker login` since then counts, as it does
-        # for the docker CLI. Credential helpers are asked by the SDK per pull or push.
-        self._api.reload_config()
+    def _reload_logins(self) -> Any:
+        """The client for a pull or a push (no timeout: a layer's upload may report nothing for minutes), with
+        the logins read again.
+
+        The SDK reads config.json (`auths`, `credsStore`, `credHelpers`) once, when the client is made, and keeps
+        it while it holds any login: read it again so a `docker login` since then counts, as it does for the
+        docker CLI. Credential helpers are asked by the SDK per pull or push."""
+        patient = self._patient
+        patient.reload_config()
+        return patient
 
     @staticmethod
     def _follow(messages: Iterator[dict[str, Any]], what: str) -> None:
@@ -246,7 +285,8 @@ class DockerEngine:
         try:
             with self._talking(what):
                 # Attach before starting (with the logs so far), so no output is lost however fast the command is.
-                attached = self._api.attach_socket(container_id, {"stdout": 1, "stderr": 1, "stream": 1, "logs": 1})
+                # The output and the exit through the client without a timeout: a run may last days.
+                attached = self._patient.attach_socket(container_id, {"stdout": 1, "stderr": 1, "stream": 1, "logs": 1})
             try:
                 with self._talking(what):
                     self._api.start(container_id)
@@ -257,7 +297,7 @@ class DockerEngine:
                 _close_attached(attached)
             with self._talking(what):
                 try:
-                    code = int(self._api.wait(container_id).get("StatusCode", 1))
+                    code = int(self._patient.wait(container_id).get("StatusCode", 1))
                 except NotFound:
                     raise _vanished(container_id) from None
         except KeyboardInterrupt:
@@ -377,7 +417,8 @@ class DockerEngine:
     @contextlib.contextmanager
     def _talking(self, what: str) -> Iterator[None]:
         """Around SDK calls. The engine refusing is a HarnessError saying what failed and the engine's reason; a
-        connection that breaks, or a stream that ends short, is an EngineUnavailable naming the engine."""
+        connection that breaks, a stream that ends short, or a request the engine leaves unanswered past the
+        timeout is an EngineUnavailable naming the engine."""
         from docker.errors import APIError, DockerException
 
         try:
@@ -385,6 +426,8 @@ class DockerEngine:
         except APIError as exc:
             raise HarnessError(f"{what} failed: {exc.explanation or exc}") from None
         except _broken_connection() as exc:
+            if self._timeout is not None and _timed_out(_chain(exc)):
+                raise not_answering(self._where, what, self._timeout) from None
             raise EngineUnavailable(
                 f"lost the connection to the Docker engine at {self._where} during {what}: {_reason(exc)}", _LOST_HINT
             ) from None
@@ -435,6 +478,17 @@ def _broken_connection() -> tuple[type[BaseException], ...]:
         StreamParseError,
         OSError,
     )
+
+
+def _timed_out(chain: list[BaseException]) -> bool:
+    """Whether an error (as :func:`_chain` lists it) is a request that waited past the timeout: requests' and
+    urllib3's timeouts, or the socket's own (socket.timeout, a TimeoutError without an errno; one with ETIMEDOUT
+    is the kernel giving up on a connection, which is a lost connection)."""
+    import requests.exceptions
+    import urllib3.exceptions
+
+    kinds = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)
+    return any(isinstance(error, kinds) or (isinstance(error, TimeoutError) and error.errno is None) for error in chain)
 
 
 @functools.cache
@@ -514,12 +568,14 @@ def _check_scheme(host: str, named_by: str) -> None:
         )
 
 
-def _unreachable(exc: BaseException, where: str, tls_hint: str) -> EngineUnavailable:
+def _unreachable(exc: BaseException, where: str, tls_hint: str, timeout: float) -> EngineUnavailable:
     import ssl
 
     from docker.errors import APIError
 
     chain = _chain(exc)
+    if _timed_out(chain):
+        return not_answering(where, "the first request (asking its API version)", timeout)
     answered = next((e for e in chain if isinstance(e, APIError)), None)
     if answered is not None:
         reason = answered.explanation or str(answered)

@@ -101,7 +101,7 @@ def collect(
 ) -> Report:
     """Remove (or with ``dry_run`` only list) what nothing references; see the module's doc."""
     report = Report(str(layout.store), dry_run)
-    engine = _connect(connect_engine or (lambda: connect(timeout=30)), report)
+    engine = _connect(connect_engine or connect, report)
     if engine is not None:
         _containers(layout, engine, report)
     if layout.store.is_dir():

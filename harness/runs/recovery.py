@@ -107,7 +107,7 @@ def recover(layout: Layout, connect_engine: Callable[[], Engine] | None = None) 
 def _connect() -> Engine:
     from harness.docker.engine import connect  # only for a dead run: a listing with none never loads the SDK
 
-    return connect(timeout=30)
+    return connect()
 
 
 class _Engines:
