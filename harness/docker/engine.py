@@ -483,12 +483,19 @@ def _broken_connection() -> tuple[type[BaseException], ...]:
 def _timed_out(chain: list[BaseException]) -> bool:
     """Whether an error (as :func:`_chain` lists it) is a request that waited past the timeout: requests' and
     urllib3's timeouts, or the socket's own (socket.timeout, a TimeoutError without an errno; one with ETIMEDOUT
-    is the kernel giving up on a connection, which is a lost connection)."""
+    is the kernel giving up on a connection, which is a lost connection). urllib3's NewConnectionError (a refused
+    connection) subclasses its ConnectTimeoutError and is not one."""
     import requests.exceptions
     import urllib3.exceptions
 
-    kinds = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)
-    return any(isinstance(error, kinds) or (isinstance(error, TimeoutError) and error.errno is None) for error in chain)
+    def timed_out(error: BaseException) -> bool:
+        if isinstance(error, urllib3.exceptions.NewConnectionError):
+            return False
+        if isinstance(error, TimeoutError):
+            return error.errno is None
+        return isinstance(error, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError))
+
+    return any(timed_out(error) for error in chain)
 
 
 @functools.cache
