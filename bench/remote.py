@@ -10,6 +10,9 @@ Per round, interleaved:
 - dvc: a fresh `dvc init` repository with the same data added (untimed), then the timed `dvc push` to a fresh
   local directory remote;
 - the second `harness push` of the same run (CLI wall time, and in-process push_run);
+- for the one large file, the registry's own floor: `curl` uploading the same bytes as one blob (a POST, then one
+  streamed PUT with the digest) to a fresh repository of the same registry, nothing else: what any client pays
+  for the registry to receive, hash and store the blob;
 - second machine, on a run of `python -c pass` with no data (so both sides get the image and run it): the env
   image removed from the engine, then `harness rebuild RUN --remote REF` in a fresh HARNESS_HOME and
   HARNESS_CACHE, next to `docker pull REF@<digest>` + `docker run --rm --network none IMAGE python -c pass`
@@ -77,6 +80,48 @@ def timed(argv: list[str], cwd: Path, environ: dict[str, str]) -> float:
     subprocess.run(["sync"], check=True)
     started = time.perf_counter()
     subprocess.run(argv, cwd=cwd, env=environ, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def curl_upload(host: str, repository: str, path: Path) -> float:
+    """Seconds for curl to upload ``path`` as one blob: POST for an upload URL, one streamed PUT with the digest
+    (hashed beforehand, untimed, as harness's objects are hashed already)."""
+    import hashlib
+
+    with open(path, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    subprocess.run(["sync"], check=True)
+    started = time.perf_counter()
+    head = subprocess.run(
+        ["curl", "-sS", "-D", "-", "-o", "/dev/null", "-X", "POST", f"http://{host}/v2/{repository}/blobs/uploads/"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    location = next(line.split(":", 1)[1].strip() for line in head.splitlines() if line.lower().startswith("location:"))
+    if not location.startswith("http"):
+        location = f"http://{host}{location}"
+    url = f"{location}{'&' if '?' in location else '?'}digest=sha256:{digest}"
+    status = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-T",
+            str(path),
+            "-H",
+            "Content-Type: application/octet-stream",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    if status != "201":
+        raise SystemExit(f"curl upload of {path} to {host}/{repository}: HTTP {status}")
     return time.perf_counter() - started
 
 
@@ -154,7 +199,9 @@ def main() -> None:
             proj = project(scratch / f"p-{data.name}", data)
             record = json.loads(harness(proj, "run", "--json").stdout)
             run_id = record["id"]
-            times: dict[str, list[float]] = {k: [] for k in ("harness", "dvc", "second", "second_core")}
+            times: dict[str, list[float]] = {k: [] for k in ("harness", "dvc", "second", "second_core", "curl")}
+            lone = sorted(data.iterdir())
+            big_file = lone[0] if len(lone) == 1 else None
             for i in range(args.rounds):
                 remote = f"{registry.host}/bench/{data.name}{i}"
                 harness(warm, "push", warm_id, "--remote", remote)  # the image is there already
@@ -189,6 +236,8 @@ def main() -> None:
                 )
                 times["dvc"].append(timed([str(dvc), "push", "-q"], repo, env()))
                 shutil.rmtree(repo, ignore_errors=True)
+                if big_file is not None:
+                    times["curl"].append(curl_upload(registry.host, f"bench/floor{i}", big_file))
             results[label] = times
         warm_record = json.loads(harness(warm, "show", warm_id, "--json").stdout)
         results["rebuild"] = rebuild_rounds(warm, warm_id, warm_record, registry.host, scratch, args.rounds)
@@ -200,6 +249,13 @@ def main() -> None:
             ratio = statistics.median(t["harness"]) / statistics.median(t["dvc"])
             print(f"  {label}: harness {spread(t['harness'])}, dvc {spread(t['dvc'])}: ratio {ratio:.2f}")
             print(f"    second push: CLI {spread(t['second'])}, in-process {spread(t['second_core'])}")
+            if t["curl"]:
+                floor = statistics.median(t["curl"])
+                print(
+                    f"    the registry's floor, curl uploading the same blob: {spread(t['curl'])}: "
+                    f"{floor / statistics.median(t['dvc']):.2f}x dvc push; harness push is "
+                    f"{statistics.median(t['harness']) / floor:.2f}x it"
+                )
         t = results["rebuild"]
         ratio = statistics.median(t["rebuild"]) / statistics.median(t["docker"])
         print(
