@@ -46,11 +46,12 @@ MANY = 30_000  # output files: storing them takes harness seconds, a wide window
 
 
 class Running:
-    """A `harness run` in the background; its stdout and stderr lines collected as they come."""
+    """A `harness run` (or another command) in the background; its stdout and stderr lines collected as they
+    come."""
 
-    def __init__(self, project: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, project: Path, *args: str, env: dict[str, str] | None = None, command: str = "run") -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness", "run", *args],
+            [sys.executable, "-m", "harness", command, *args],
             cwd=project,
             env=env or cli_env(),
             stdout=subprocess.PIPE,
@@ -155,8 +156,14 @@ def test_a_harness_killed_while_its_container_runs_is_finished_by_the_next_comma
     assert "None s" not in text.stdout and "duration unknown" in text.stdout and DIED not in text.stderr
     assert _notices(text.stderr + harness(probe_project, "ls").stderr, run_id) == []  # said once
     assert "probe ran" in (probe_project / ".harness" / "runs" / run_id / "log.txt").read_text()
-    rebuilt = harness(probe_project, "rebuild", run_id)
-    assert "still running" not in rebuilt.stderr
+    # The rebuild re-executes it (its probe runs again) rather than refusing; stopped there, not slept out.
+    rebuilt = Running(probe_project, run_id, command="rebuild")
+    rebuilt.wait_for(lambda: any("probe ran" in line for line in rebuilt.out), "the rebuild's probe to run")
+    rebuilt.proc.send_signal(signal.SIGINT)
+    assert rebuilt.proc.wait(timeout=60) == 130, "".join(rebuilt.out + rebuilt.err)
+    assert "still running" not in "".join(rebuilt.err)
+    verdict = "".join(rebuilt.out)  # a stopped rebuild has no verdict: not DIFFERENT, and no blame on the code
+    assert "INTERRUPTED before its container ended" in verdict and "DIFFERENT" not in verdict, verdict
     _assert_clean_and_usable(probe_project)
 
 

@@ -254,6 +254,11 @@ def input_comparison(inputs: dict[str, Any]) -> list[str]:
 def rebuild_report(result: dict[str, Any]) -> str:
     head = f"rebuild {result['rebuild']} of run {result['original']}: "
     outputs = result["outputs"]
+    if result["status"] == "interrupted":
+        return head + (
+            "INTERRUPTED before its container ended: nothing was compared (it is recorded as an interrupted run); "
+            f"`harness rebuild {result['original']}` starts again"
+        )
     if result["identical"]:
         return head + f"IDENTICAL: {outputs['same_files']} output files, exit code and metrics match bit for bit"
     lines = [head + "DIFFERENT"]

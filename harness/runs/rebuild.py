@@ -24,7 +24,7 @@ from harness.env.imageload import load_image
 from harness.env.lockfile import Lock
 from harness.env.pinnedbase import read_archived, record_path
 from harness.env.recipe import Recipe
-from harness.errors import EnvironmentBuildError, HarnessError, NotFound, StoreCorruption
+from harness.errors import INTERRUPTED_EXIT_CODE, EnvironmentBuildError, HarnessError, NotFound, StoreCorruption
 from harness.paths import Layout
 from harness.project import codebase
 from harness.project.config import project_layout
@@ -51,14 +51,21 @@ class RebuildResult:
     inputs: InputComparison
 
     @property
+    def interrupted(self) -> bool:
+        """Stopped before its container ended (Ctrl-C, SIGTERM): no verdict, whatever its outputs so far."""
+        return self.record["status"] == "interrupted"
+
+    @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return INTERRUPTED_EXIT_CODE
         return 0 if self.outputs.identical else REBUILD_DIFFERS_EXIT_CODE
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "original": self.original["id"],
             "rebuild": self.record["id"],
-            "identical": self.outputs.identical,
+            "identical": None if self.interrupted else self.outputs.identical,
             "outputs": self.outputs.to_dict(),
             "inputs": self.inputs.to_dict(),
             "status": self.record["status"],
