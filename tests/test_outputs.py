@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -260,3 +262,114 @@ def test_a_private_project_gets_private_outputs_that_check_clean(tmp_path: Path)
     assert [(d.path, d.problem) for d in check_outputs(out, store, manifest.entries, files, strict=True)] == [
         ("d", "mode")
     ]
+
+
+def written_by_this_process() -> int:
+    """Bytes this process (all its threads) has handed to write(2) and friends so far (/proc/self/io wchar)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no wchar in /proc/self/io")
+
+
+def test_an_output_no_one_else_holds_becomes_its_store_object_without_a_second_copy(tmp_path: Path) -> None:
+    out = tmp_path / "outputs"
+    out.mkdir()
+    big = out / "model.bin"
+    with open(big, "wb") as fh:
+        for i in range(64):
+            fh.write(i.to_bytes(8, "little") + os.urandom((1 << 20) - 8))
+    (out / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(out / "run.sh", 0o775)
+    if IS_ROOT:  # as a container run as nobody leaves them
+        for p in (big, out / "run.sh"):
+            os.chown(p, NOBODY, NOBODY)
+    inode, script = big.stat().st_ino, (out / "run.sh").stat().st_ino
+    store = Store(tmp_path / "objects")
+
+    before = written_by_this_process()
+    snap = stored(out, store).snapshot
+    written = written_by_this_process() - before
+
+    files = {e.path: e for e in snap.entries}
+    obj = store.path(files["model.bin"].sha256 or "")
+    # The output's own inode is the object: linked under the object's name, its 64 MiB never copied.
+    assert obj.stat().st_ino == big.stat().st_ino == inode and obj.stat().st_nlink == 2
+    assert written < 1 << 20, written  # the manifest and the executable's copy, not the 64 MiB
+    assert mode(big) == 0o444 and (big.stat().st_uid, big.stat().st_gid) == (os.geteuid(), os.getegid())
+    assert files["model.bin"].size == 64 << 20 and store.verify(files["model.bin"].sha256 or "")
+    # An executable keeps its own inode, 0555; the store gets a 0444 copy.
+    assert (out / "run.sh").stat().st_ino == script and mode(out / "run.sh") == 0o555
+    assert mode(store.path(files["run.sh"].sha256 or "")) == 0o444
+    assert check_outputs(out, store, snap.entries, {}, strict=True) == []
+
+
+# Opens a file as another process would have during the run, and on a line from stdin writes through that
+# descriptor (when it has it open for writing).
+HOLD = """
+import sys
+fh = open(sys.argv[1], sys.argv[2])
+print("open", flush=True)
+sys.stdin.readline()
+if "a" in sys.argv[2]:
+    fh.write("tampered after the record was made\\n")
+    fh.flush()
+print("done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["a", "r"])
+def test_an_output_another_process_holds_open_is_copied_and_its_descriptor_reaches_nothing_recorded(
+    tmp_path: Path, how: str
+) -> None:
+    out = tmp_path / "outputs"
+    out.mkdir()
+    held = out / "held.txt"
+    held.write_text("as the run left it\n")
+    held.chmod(0o666)  # anyone could open it for writing while the run went on, and keep it open
+    (out / "free.txt").write_text("nobody holds this one\n")
+    inode = held.stat().st_ino
+    argv = [sys.executable, "-c", HOLD, str(held), how]
+    holder = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        assert holder.stdout.readline() == "open\n"
+        store = Store(tmp_path / "objects")
+        snap = stored(out, store).snapshot
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline() == "done\n"
+    finally:
+        holder.kill()
+        holder.wait()
+    files = {e.path: e.sha256 or "" for e in snap.entries}
+    # Not adopted: the inode held open is neither the output nor the object; the other file was adopted.
+    assert held.stat().st_ino != inode and store.path(files["held.txt"]).stat().st_ino != inode
+    assert os.path.samefile(held, store.path(files["held.txt"])) and mode(held) == 0o444
+    assert os.path.samefile(out / "free.txt", store.path(files["free.txt"]))
+    # What was written through the old descriptor reached nothing the record names.
+    assert held.read_text() == "as the run left it\n" and store.verify(files["held.txt"])
+    assert check_outputs(out, store, snap.entries, {}, strict=True) == []
+
+
+def test_an_output_whose_object_is_damaged_takes_its_place_and_one_already_stored_is_linked_to(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "objects")
+    damaged = store.put_bytes(b"checkpoint\n")
+    intact = store.put_bytes(b"already stored\n")
+    path = store.path(damaged)
+    path.chmod(0o644)
+    path.write_bytes(b"checkpoinT\n")  # same size, one byte changed
+    path.chmod(0o444)
+    out = tmp_path / "outputs"
+    out.mkdir()
+    (out / "model.bin").write_bytes(b"checkpoint\n")
+    (out / "same.txt").write_bytes(b"already stored\n")
+    inode = (out / "model.bin").stat().st_ino
+
+    snap = stored(out, store).snapshot
+
+    assert store.path(damaged).stat().st_ino == inode and store.verify(damaged)  # repaired by adoption
+    assert os.path.samefile(out / "same.txt", store.path(intact)) and store.path(intact).stat().st_nlink == 2
+    assert check_outputs(out, store, snap.entries, {}, strict=True) == []

@@ -7,23 +7,26 @@
    add, replace or remove anything in it. What a record cannot hold -- a FIFO, socket or device, a symlink that
    leads out of the directory, a name that is not UTF-8, a path longer than the host allows -- is moved to
    runs/<id>/skipped/ under the same relative path, settled the same way, and named with its reason.
-2. Store. The rest is snapshotted into the store, exactly as strictly as data is.
-3. Replace. Each regular file becomes its store object (a hardlink: objects are 0444 and never chmod-ed), or a
-   fresh copy of it made by harness: 0555 for an executable (a chmod on a hardlink would change the shared
-   object), 0444 where no hardlink is possible. Either way a new inode, so nothing a process opened during the
-   run can write to a file the record names, and no file keeps a setuid bit, a writable mode or its old owner.
+2. Store. The rest is snapshotted into the store, exactly as strictly as data is, and each regular file with it
+   (harness/storage/adopt.py): where no one but harness can still change it, its own inode becomes its store object
+   (a hardlink under the object's name; objects are 0444 and never chmod-ed afterwards), or a link to the object
+   already holding its bytes; an executable keeps its inode, 0555. Any other file is copied into the store and
+   replaced by its object, or by a fresh copy made by harness: 0555 for an executable (a chmod on a hardlink would
+   change the shared object), 0444 where no hardlink is possible -- a new inode, so nothing a process opened
+   during the run can write to a file the record names. No file keeps a setuid bit, a writable mode or its old
+   owner.
 
-A model checkpoint of several GB so takes its size once on disk, not once in the run and once in the store.
-Directories stay 0755 (writable by harness's user only), so deleting a run's directory needs no chmod. Every mode
-here also loses the group and other bits the run directory lacks (harness/files.py), so a private project's
-outputs stay private; a hardlinked object has the store's own mode, made the same way.
+A model checkpoint of several GB so takes its size once on disk, not once in the run and once in the store: at no
+moment more than once where it is adopted; twice while it is copied otherwise. Directories stay 0755 (writable by
+harness's user only), so deleting a run's directory needs no chmod. Every mode here also loses the group and other
+bits the run directory lacks (harness/files.py), so a private project's outputs stay private; an object has the
+store's own mode, made the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,7 +34,8 @@ from pathlib import Path
 
 from harness.errors import DataError
 from harness.files import withheld
-from harness.storage.snapshot import NO_HARDLINK, Snapshot, leaves_tree, snapshot_tree, special_kind
+from harness.storage.adopt import REPLACE_PREFIX, Adopter
+from harness.storage.snapshot import Snapshot, leaves_tree, snapshot_tree, special_kind
 from harness.storage.store import Store
 
 DIR_MODE = 0o755
@@ -80,19 +84,18 @@ def shown(path: str) -> str:
 
 
 def store_outputs(outputs: Path, store: Store, aside: Path) -> StoredOutputs:
-    """Settle ``outputs``, move what cannot be recorded to ``aside``, store the rest and replace every file by its
-    object or a fresh copy of it.
+    """Settle ``outputs``, move what cannot be recorded to ``aside``, and store the rest: every file becomes its
+    store object, or is replaced by its object or a fresh copy of it (see the module's doc).
 
-    Call it after the container has exited. Each replacement is one atomic rename, so an interruption leaves every
-    file either the original or the identical object."""
+    Call it after the container has exited. Adopting a file is one link, and each replacement one atomic rename, so
+    an interruption leaves every file either the original or the identical object."""
     try:
         modes = _Modes(withheld(outputs.parent))
         skipped = _settle(outputs, aside, modes)
-        snap = snapshot_tree(outputs, store, None)
-        temp = outputs.parent / ".harness-replace"  # beside outputs/: the same filesystem, and no output's name
-        for entry in snap.entries:
-            if entry.kind == "file" and entry.sha256:
-                _replace(store.path(entry.sha256), outputs / entry.path, entry.executable, temp, modes)
+        for left in outputs.parent.glob(f"{REPLACE_PREFIX.rstrip('-')}*"):  # by an interrupted earlier attempt
+            left.unlink()
+        adopter = Adopter(store, str(outputs.parent), modes.file(False), modes.file(True))
+        snap = snapshot_tree(outputs, store, None, ingest=adopter)
     except OSError as exc:
         name = f" ({shown(os.fsdecode(exc.filename))})" if isinstance(exc.filename, str | bytes) else ""
         raise DataError(
@@ -101,24 +104,6 @@ def store_outputs(outputs: Path, store: Store, aside: Path) -> StoredOutputs:
             "directory",
         ) from None
     return StoredOutputs(snap, tuple(skipped))
-
-
-def _replace(obj: Path, target: Path, executable: bool, temp: Path, modes: _Modes) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temp)  # left by an interrupted earlier attempt
-    if not executable:
-        if os.path.samefile(obj, target):  # stored before
-            return
-        try:
-            os.link(obj, temp)
-            os.replace(temp, target)
-            return
-        except OSError as exc:
-            if exc.errno not in NO_HARDLINK:
-                raise
-    shutil.copyfile(obj, temp)
-    os.chmod(temp, modes.file(executable))
-    os.replace(temp, target)
 
 
 # -- settling -----------------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ no one can set it back. ``rehash=True`` trusts no cache.
 
 from __future__ import annotations
 
-import errno
 import gc
 import marshal
 import os
@@ -34,7 +33,7 @@ from typing import IO, Any
 from harness.digests import CHUNK
 from harness.errors import DataError, NotFound, StoreCorruption
 from harness.files import make_file
-from harness.storage.store import Store, is_digest
+from harness.storage.store import NO_HARDLINK, Store, is_digest
 
 MANIFEST_VERSION = 1
 KINDS = ("file", "dir", "symlink")
@@ -57,11 +56,11 @@ _OLD_TABLES = ("stat_v1", "tree_v1")
 _DIGEST = re.compile("[0-9a-f]{64}")
 _WORKERS = min(32, (os.cpu_count() or 1) + 4)  # more threads than cores: reads wait on the disk, not the GIL
 _NOTHING_CHANGED = "nothing was changed"
-# A hardlink is impossible across filesystems, past an inode's link limit, or where hardlinks are not allowed:
-# the file is then a copy instead (materialized trees, a run's outputs).
-NO_HARDLINK = (errno.EXDEV, errno.EMLINK, errno.EPERM, errno.ENOTSUP)
 
 Progress = Callable[[int, int], None]
+# Stores one file found by the walk: (absolute path, its lstat, a list to append the bytes read to, for progress)
+# -> (sha256, the size read). copy_in by default; a run's outputs are adopted instead (harness/storage/adopt.py).
+Ingest = Callable[[str, os.stat_result, list[int]], tuple[str, int]]
 _Found = tuple[str, str, os.stat_result]  # (manifest path, absolute host path, lstat)
 _Row = tuple[str, str, int, bool, str | None, str | None]  # an Entry's fields, in _FIELDS order
 
@@ -437,8 +436,9 @@ class _Reader:
         return n
 
 
-def _ingest(store: Store, abs_path: str, size: int, counter: list[int]) -> tuple[str, int]:
-    """Hash a user's file while copying it into the store: one read pass, memory bounded by the store's buffers."""
+def copy_in(store: Store, abs_path: str, size: int, counter: list[int]) -> tuple[str, int]:
+    """Hash a user's file while copying it into the store: one read pass, memory bounded by the store's buffers.
+    ``size`` is what its lstat said; the size returned is what was read."""
     try:
         fd = os.open(abs_path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
@@ -525,21 +525,28 @@ def _snapshot_roots(
 
 
 def snapshot_tree(
-    root: Path, store: Store, stat_cache: Path | None = None, progress: Progress | None = None
+    root: Path,
+    store: Store,
+    stat_cache: Path | None = None,
+    progress: Progress | None = None,
+    ingest: Ingest | None = None,
 ) -> Snapshot:
-    """Entries relative to root itself (a run's outputs directory)."""
+    """Entries relative to root itself (a run's outputs directory). ``ingest`` stores each file that the stat
+    cache does not know (default: a copy, :func:`copy_in`)."""
     with _gc_paused():
-        return _snapshot_tree(root, store, stat_cache, progress)
+        return _snapshot_tree(root, store, stat_cache, progress, ingest)
 
 
-def _snapshot_tree(root: Path, store: Store, stat_cache: Path | None, progress: Progress | None) -> Snapshot:
+def _snapshot_tree(
+    root: Path, store: Store, stat_cache: Path | None, progress: Progress | None, ingest: Ingest | None
+) -> Snapshot:
     top = os.path.abspath(root)
     if not os.path.isdir(top):
         raise DataError(f"{root} is not a directory", "pass the directory whose contents should be recorded")
     entries: list[_Row] = []
     files: list[_Found] = []
     _walk(top, "", store, entries, files)
-    return _build(entries, files, store, stat_cache, progress, repr([("", top)]), False)
+    return _build(entries, files, store, stat_cache, progress, repr([("", top)]), False, ingest)
 
 
 def _build(
@@ -550,6 +557,7 @@ def _build(
     progress: Progress | None,
     key: str,
     rehash: bool,
+    ingest: Ingest | None = None,
 ) -> Snapshot:
     started = time.time_ns()  # before any read: a file modified after this is "racy" for the cache
     cache = _StatCache(stat_cache, store, key)
@@ -580,7 +588,8 @@ def _build(
         # Small files are CPU and metadata work (create, rename), not disk waits: threads beyond the cores only
         # contend for the GIL and the store's tmp directory.
         workers = _WORKERS if total >= CHUNK * len(todo) else (os.cpu_count() or 1)
-        hashed = _parallel(lambda i: _ingest(store, files[i][1], files[i][2].st_size, counter), todo, tick, workers)
+        store_one = ingest or (lambda path, st, counter: copy_in(store, path, st.st_size, counter))
+        hashed = _parallel(lambda i: store_one(files[i][1], files[i][2], counter), todo, tick, workers)
         for i, result in zip(todo, hashed, strict=True):
             results[i] = result
             cache.record(files[i][1], files[i][2], result[0], started)
@@ -600,9 +609,12 @@ def _build(
     rows.sort()  # paths are unique, so this is the order of the paths
     manifest = [dict(zip(_FIELDS, e, strict=True)) for e in rows]
     digest = store.put_json({"version": MANIFEST_VERSION, "entries": manifest})
-    # Kept only when every file is outside the racy window and was read at the size its lstat gave.
-    if all(_settled(st, started) for _, _, st in files) and all(
-        size == files[i][2].st_size for i, (_, size) in results.items()
+    # Kept only when every file is outside the racy window and was read at the size its lstat gave (and only
+    # where there is a cache: a run's 100,000 outputs took 0.3 s to marshal for nothing).
+    if (
+        stat_cache is not None
+        and all(_settled(st, started) for _, _, st in files)
+        and all(size == files[i][2].st_size for i, (_, size) in results.items())
     ):
         cache.new_tree = (marshal.dumps((MANIFEST_VERSION, signature, rows)), digest)
     cache.save()

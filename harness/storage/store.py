@@ -10,6 +10,7 @@ by the fresh copy, so storing the same content again (re-snapshotting the data) 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import itertools
 import json
@@ -27,6 +28,9 @@ from harness.errors import NotFound, StoreCorruption
 from harness.files import make_dirs, withheld
 
 READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+# A hardlink is impossible across filesystems, past an inode's link limit, or where hardlinks are not allowed:
+# the file is then a copy instead (materialized trees, a run's outputs).
+NO_HARDLINK = (errno.EXDEV, errno.EMLINK, errno.EPERM, errno.ENOTSUP)
 _REPAIR_HINT = (
     "the damaged object was kept as it is. Run `harness verify` to list every damaged object and what uses it "
     "(it also makes the next snapshot re-read the files behind them); then store the same content again, which "
@@ -257,6 +261,35 @@ class Store:
     def adopt(self, tmp: Path, digest: str) -> Path:
         """Move a file whose digest the caller has just computed into the store (same filesystem)."""
         return self._commit(tmp, digest)
+
+    def link_in(self, source: str, digest: str, size: int) -> bool:
+        """Make the file at ``source`` the object ``digest`` by a hardlink: no byte is copied, the file and the
+        object are one inode. The caller has hashed it, given it this store's :meth:`mode`, and made sure that no
+        one can change it any more (harness/storage/adopt.py says how). False, with nothing changed, when an
+        intact object is already there (the caller links to that one instead). An OSError whose errno is in
+        NO_HARDLINK when no hardlink can be made here."""
+        target = self._object_path(digest)
+        try:
+            os.link(source, target)
+            return True
+        except FileExistsError:
+            if self._intact(digest, size):
+                return False
+        except FileNotFoundError:  # the fan-out directory was removed since this Store made it (_rename_in
+            if not os.path.exists(source):  # makes it again)
+                raise
+            self._dirs.discard(digest[:2])
+        # Present but damaged (or its directory gone): this file takes its place in one rename, as a copy would.
+        tmp = f"{self.root}/tmp/{_thread_slot()}/linked-{os.getpid()}-{threading.get_ident()}-{next(_SERIAL)}"
+        make_dirs(os.path.dirname(tmp))
+        os.link(source, tmp)
+        try:
+            self._rename_in(tmp, digest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return True
 
     def read_bytes(self, digest: str) -> bytes:
         path = self.path(digest)
