@@ -128,3 +128,108 @@ def test_verify_names_an_output_modified_added_removed_or_made_writable_after_th
     assert f"OUTPUT MODIFIED: runs/{record['id']}/outputs/open/run.sh" in text.stdout
     assert f"OUTPUT ADDED: runs/{record['id']}/outputs/planted.txt" in text.stdout
     assert "4 file(s) in run outputs directories failed verification" in text.stderr
+
+
+# Writes N small files (the one numbered CHANGE different) and, if BIG_MIB, one big file whose inode it prints: a
+# bind mount shows the host's inode numbers.
+MANY = r"""
+import os, sys
+out = os.environ["HARNESS_OUTPUTS"]
+n, big_mib, change = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else ""
+os.makedirs(f"{out}/parts")
+for i in range(n):
+    with open(f"{out}/parts/f{i:05d}.txt", "w") as fh:
+        fh.write(f"part {i}{' changed' if str(i) == change else ''}\n")
+if big_mib:
+    block = bytes(range(256)) * 4096
+    with open(f"{out}/model.bin", "wb") as fh:
+        for i in range(big_mib):
+            fh.write(i.to_bytes(8, "little") + block[8:])
+    print("model inode", os.stat(f"{out}/model.bin").st_ino, flush=True)
+"""
+
+
+@pytest.fixture()
+def many(probe_project: Path) -> Path:
+    (probe_project / "many.py").write_text(MANY)
+    commit_all(probe_project, "an entry point that writes many outputs, or a big one")
+    return probe_project
+
+
+def run_many(project: Path, *args: str) -> dict[str, Any]:
+    result = harness(project, "run", "--json", "--", "python", "many.py", *args)
+    assert result.returncode == 0, result.stderr
+    record: dict[str, Any] = valid_record(json.loads(result.stdout))
+    return record
+
+
+def test_a_big_output_becomes_its_store_object_and_damage_to_it_is_caught_by_verify(many: Path) -> None:
+    record = run_many(many, "2", "64")
+    run_dir = many / ".harness" / "runs" / record["id"]
+    [line] = [x for x in (run_dir / "log.txt").read_text().splitlines() if x.startswith("model inode")]
+    sha = record["outputs"]["files"]["model.bin"]
+    obj = many / ".harness" / "objects" / sha[:2] / sha[2:]
+    out = run_dir / "outputs" / "model.bin"
+    # The inode the container wrote is the store object: collected without a second copy of its 64 MiB.
+    assert obj.stat().st_ino == out.stat().st_ino == int(line.split()[-1]) and obj.stat().st_nlink == 2
+    assert obj.stat().st_size == 64 << 20 and mode(out) == 0o444 and record["outputs"]["file_count"] == 3
+    assert verify(many, "--run", record["id"], code=0)["ok"]
+
+    with open(obj, "r+b") as fh:  # root may write a 0444 file; so may its owner after a chmod
+        fh.seek(12345)
+        fh.write(b"X")
+    report = verify(many, "--run", record["id"], code=107)
+    [problem] = report["problems"]
+    assert problem["object"] == sha and problem["problem"] == "changed"
+    assert f"output model.bin of run {record['id']}" in problem["used_by"]
+
+
+def test_a_run_with_1500_outputs_keeps_1000_in_its_record_and_every_command_still_sees_all(many: Path) -> None:
+    first = run_many(many, "1500", "0")
+    outputs = first["outputs"]
+    assert outputs["file_count"] == 1500 and len(outputs["files"]) == 1000
+    assert sorted(outputs["files"]) == [f"parts/f{i:05d}.txt" for i in range(1000)]  # the first, by path
+    run_dir = many / ".harness" / "runs" / first["id"]
+    assert (run_dir / "record.json").stat().st_size < 200_000
+
+    shown = harness(many, "show", first["id"])
+    assert f"... and 500 more: `harness data show {outputs['manifest']}` lists every one" in shown.stdout
+    assert "outputs  1500 files" in harness(many, "run", "--", "python", "many.py", "1500", "0", "1400").stderr
+    listed = harness(many, "data", "show", outputs["manifest"])
+    assert listed.returncode == 0 and "parts/f01499.txt" in listed.stdout
+
+    # diff and rebuild compare all 1,500, not the 1,000 the record lists.
+    [second_id] = [r for r in os.listdir(many / ".harness" / "runs") if r != first["id"]]
+    diff = harness(many, "diff", first["id"], second_id, "--json")
+    assert diff.returncode == 1, diff.stderr
+    files = json.loads(diff.stdout)["outputs"]["files"]
+    assert [(f["path"], f["status"]) for f in files] == [("parts/f01400.txt", "changed")]
+    rebuilt = harness(many, "rebuild", first["id"], "--json")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert json.loads(rebuilt.stdout)["outputs"]["same_files"] == 1500
+
+    # verify re-hashes every output object, gc keeps every one, and a file changed past the first 1,000 is named.
+    report = verify(many, "--run", first["id"], code=0)
+    assert report["checked"] >= 1500 and report["outputs"] == []
+    gc = harness(many, "gc")
+    assert gc.returncode == 0, gc.stderr
+    assert verify(many, code=0)["ok"]
+    late = run_dir / "outputs" / "parts" / "f01300.txt"
+    late.unlink()
+    late.write_text("not from the run\n")
+    late.chmod(0o444)
+    report = verify(many, "--run", first["id"], code=107)
+    assert [(p["path"], p["problem"]) for p in report["outputs"]] == [("parts/f01300.txt", "modified")]
+
+    # push's closure and the PROV export name every output too.
+    from harness.remote.closure import of_record
+    from harness.storage.store import Store
+
+    seal = json.loads((many / ".harness" / "seals" / first["id"]).read_text())["record"]
+    closure = of_record(first, seal, Store(many / ".harness" / "objects"))
+    assert len(closure.group("outputs")) == 1500
+    exported = many.parent / "run.prov.json"
+    done = harness(many, "export", first["id"], "--format", "prov", "-o", str(exported))
+    assert done.returncode == 0, done.stderr
+    generated = json.loads(exported.read_text())["wasGeneratedBy"]
+    assert sum(1 for g in generated.values() if g["prov:entity"].startswith("output:")) == 1500

@@ -48,7 +48,7 @@ def run_summary(record: Mapping[str, Any]) -> str:
         f"  commit   {code['commit'][:12]}" + (" + uncommitted changes" if code.get("dirty") else ""),
         f"  image    {_short(record['environment']['image_id'])}",
         f"  data     {_short(record['data'].get('snapshot'))} ({record['data'].get('files', 0)} files)",
-        f"  outputs  {len(record['outputs']['files'])} files",
+        f"  outputs  {record['outputs'].get('file_count', len(record['outputs']['files']))} files",
     ]
     if record.get("metrics"):
         lines.append(f"  metrics  {_kv(record['metrics'], SUMMARY_METRICS)}")
@@ -183,6 +183,9 @@ def show_record(record: Mapping[str, Any], seal: str | None = None, seal_state: 
     text = "\n".join(f"{k:9} {v}" for k, v in rows)
     if outputs["files"]:
         text += "\noutputs\n" + "\n".join(f"  {sha[:16]}  {path}" for path, sha in sorted(outputs["files"].items()))
+        more = outputs.get("file_count", 0) - len(outputs["files"])
+        if more > 0:
+            text += f"\n  ... and {more:,} more: `harness data show {outputs['manifest']}` lists every one"
     if outputs.get("skipped"):
         text += f"\nskipped   not recorded, kept in runs/{record['id']}/skipped/:\n" + "\n".join(
             f"  {s['path']}: {s['reason']}" for s in outputs["skipped"]

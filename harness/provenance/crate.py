@@ -30,6 +30,7 @@ from harness.digests import canonical_json, sha256_bytes
 from harness.errors import HarnessError
 from harness.flatten import flat
 from harness.provenance.sources import Sources
+from harness.runs.outputlist import all_files
 
 RO_CRATE_VERSION = "1.3"
 PROFILE = "https://w3id.org/ro/wfrun/process/0.6"
@@ -122,7 +123,7 @@ def write_crate(record: dict[str, Any], sources: Sources, dest: Path) -> int:
         objects.append(entity(_local("param", name), "PropertyValue", name=name, value=_value(value)))
 
     results: list[Any] = []
-    for path, digest in sorted((record.get("outputs") or {}).get("files", {}).items()):
+    for path, digest in sorted(all_files(record.get("outputs") or {}, sources.store).items()):
         source = sources.output(digest)
         kind = mimetypes.guess_type(path)[0]
         props = {"name": path, "sha256": digest, "contentSize": str(source.stat().st_size)}

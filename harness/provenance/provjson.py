@@ -25,6 +25,7 @@ from harness import __version__
 from harness.digests import canonical_json, sha256_bytes
 from harness.errors import HarnessError
 from harness.provenance.sources import Sources
+from harness.runs.outputlist import all_files
 
 NAMESPACES = {
     "harness": "urn:harness:",
@@ -152,7 +153,7 @@ def build_document(record: dict[str, Any], sources: Sources) -> Any:
     )
     doc.usage(run, params_entity)
 
-    for path, digest in sorted((record.get("outputs") or {}).get("files", {}).items()):
+    for path, digest in sorted(all_files(record.get("outputs") or {}, sources.store).items()):
         sources.output(digest)  # present, and its bytes still hash to the recorded digest
         out = doc.entity(
             f"output:{run_id}/{quote(path, safe='/.-_~')}",

@@ -19,6 +19,7 @@ from typing import Any
 from harness.env.environment import Environment
 from harness.env.oci import ImageParts
 from harness.errors import NotFound
+from harness.runs.outputlist import all_files
 from harness.storage.snapshot import load_snapshot
 from harness.storage.store import Store, is_digest
 
@@ -65,7 +66,7 @@ def of_record(record: Mapping[str, Any], seal: str, store: Store) -> Closure:
     manifest = outputs.get("manifest")
     if isinstance(manifest, str) and is_digest(manifest):
         add(manifest)
-    for sha in (outputs.get("files") or {}).values():
+    for sha in all_files(outputs, store).values():  # from the manifest when the record lists only the first
         add(sha, "outputs")
     image = None
     env = record.get("environment") or {}

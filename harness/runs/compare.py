@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.runs.outputlist import all_files
 from harness.runs.schema import RunRecord
 from harness.storage import snapshot
 from harness.storage.store import Store
@@ -74,8 +75,8 @@ class InputComparison:
 
 
 def compare_outputs(old: RunRecord, new: RunRecord, store: Store) -> OutputComparison:
-    old_files: dict[str, str] = old["outputs"]["files"]
-    new_files: dict[str, str] = new["outputs"]["files"]
+    old_files = all_files(old["outputs"], store)
+    new_files = all_files(new["outputs"], store)
     old_sizes = _sizes(store, old["outputs"].get("manifest"))
     new_sizes = _sizes(store, new["outputs"].get("manifest"))
     differences = []

@@ -14,7 +14,8 @@ What a live run uses is never touched. Containers, work and run directories are 
 while its harness holds its lock: ownership.py). Objects and temp files are removed only under the store's
 collection lock (storage/storelock.py), which nobody holds while any run, rebuild or data snapshot is in progress
 in this store; when someone does, gc leaves them and says why. A record that can be read neither as a file nor as
-its sealed copy stops the removal of objects: what it names cannot be known.
+its sealed copy stops the removal of objects: what it names cannot be known; so does a record that lists only its
+first outputs (harness/runs/outputlist.py) when its outputs manifest cannot be read.
 """
 
 from __future__ import annotations
@@ -219,7 +220,7 @@ def _temp_files(layout: Layout, report: Report) -> None:
 def _objects(layout: Layout, report: Report) -> None:
     store = Store(layout.objects)
     try:
-        refs, checked = referenced(layout, store)
+        refs, checked, unlisted = referenced(layout, store)
     except HarnessError as exc:  # the snapshot registry cannot be read: what it names is not known
         report.notes.append(f"objects were left alone: {exc.message}")
         return
@@ -228,6 +229,12 @@ def _objects(layout: Layout, report: Report) -> None:
         report.notes.append(
             f"objects were left alone: the record of run(s) {', '.join(blind)} can be read neither from its file nor "
             "as sealed, so what it names is not known; `harness verify` says more"
+        )
+        return
+    if unlisted:
+        report.notes.append(
+            f"objects were left alone: the record of run(s) {', '.join(unlisted)} lists only its first outputs and "
+            "its outputs manifest cannot be read, so what the rest use is not known; `harness verify` says more"
         )
         return
     keep = set(refs) | set(_code_pointers(layout)) | set(_seals(layout, store))

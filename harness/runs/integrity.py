@@ -28,6 +28,7 @@ from typing import Any
 from harness.digests import CHUNK
 from harness.errors import HarnessError, NotFound, StoreCorruption
 from harness.paths import Layout
+from harness.runs.outputlist import all_files, truncated
 from harness.runs.records import Records
 from harness.runs.sealing import Checked
 from harness.storage.datasets import known
@@ -106,6 +107,9 @@ class Report:
 class _Uses:
     store: Store
     by_object: dict[str, list[str]] = field(default_factory=dict)
+    # Runs whose record lists only its first outputs and whose outputs manifest cannot be read: what the rest
+    # of their outputs use is not known.
+    unlisted: list[str] = field(default_factory=list)
 
     def add(self, digest: object, label: str) -> None:
         if isinstance(digest, str) and is_digest(digest):
@@ -130,7 +134,12 @@ class _Uses:
         self.add((record.get("runtime") or {}).get("params_helper"), f"params helper module of run {rid}")
         outputs = record.get("outputs") or {}
         self.add(outputs.get("manifest"), f"outputs manifest of run {rid}")
-        for path, sha in (outputs.get("files") or {}).items():
+        try:
+            files = all_files(outputs, self.store)
+        except HarnessError:  # the manifest is reported as itself; the files the record lists are still known
+            files = outputs.get("files") if isinstance(outputs.get("files"), dict) else {}
+            self.unlisted.append(str(rid))
+        for path, sha in files.items():
             self.add(sha, f"output {path} of run {rid}")
 
     def snapshot(self, digest: str, runs: Iterable[str]) -> None:
@@ -179,9 +188,11 @@ def _uses(layout: Layout, store: Store, run: str | None) -> tuple[str, _Uses, li
     return "store", uses, checked
 
 
-def referenced(layout: Layout, store: Store) -> tuple[dict[str, list[str]], list[Checked]]:
-    """Every object the project store's records, seals and known snapshots name, with what uses each, and every
-    record as checked. A record changed since its run ended counts twice: as sealed and as its file now says."""
+def referenced(layout: Layout, store: Store) -> tuple[dict[str, list[str]], list[Checked], list[str]]:
+    """Every object the project store's records, seals and known snapshots name, with what uses each; every
+    record as checked; and the runs whose outputs are not all known (their record lists only the first ones and
+    their outputs manifest cannot be read). A record changed since its run ended counts twice: as sealed and as
+    its file now says."""
     _scope, uses, checked = _uses(layout, store, None)
     for each in checked:
         if not each.ok and each.record is not None:
@@ -189,7 +200,7 @@ def referenced(layout: Layout, store: Store) -> tuple[dict[str, list[str]], list
             snap = (each.record.get("data") or {}).get("snapshot")
             if isinstance(snap, str) and is_digest(snap) and snap not in uses.by_object:
                 uses.snapshot(snap, [each.run])
-    return uses.by_object, checked
+    return uses.by_object, checked, sorted(set(uses.unlisted))
 
 
 def _hash(path: str, counter: list[int]) -> str:
@@ -282,7 +293,12 @@ def check_run_outputs(
         files = outputs.get("files")
         strict = outputs.get("read_only") is True
         drift = check_outputs(
-            records.paths(rid).outputs, store, entries, files if isinstance(files, dict) else {}, strict
+            records.paths(rid).outputs,
+            store,
+            entries,
+            files if isinstance(files, dict) else {},
+            strict,
+            listed_all=not truncated(outputs),
         )
         checked += 1
         found += [OutputProblem(rid, d.path, d.problem, d.detail) for d in drift]

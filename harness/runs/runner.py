@@ -23,7 +23,7 @@ from harness.files import make_dirs, make_file, withheld
 from harness.paths import Layout
 from harness.project import codebase, codepaths
 from harness.project.params import MAX_ENV_TOTAL, MAX_ENV_VALUE, write_defaults_file
-from harness.runs import mlflowstore, ownership, schema, tracking
+from harness.runs import mlflowstore, outputlist, ownership, schema, tracking
 from harness.runs.context import MAX_LISTED_CHANGES, Inputs, RunRequest, load_project, prepare
 from harness.runs.limited import limit_failure, run_limited
 from harness.runs.logcap import CappedLog
@@ -275,9 +275,12 @@ def _collect(record: RunRecord, paths: RunPaths, store: Store, layout: Layout, r
             reporter.progress(f"warning: {warning}")
     stored = store_outputs(paths.outputs, store, paths.root / "skipped")
     outputs = stored.snapshot
+    files = {e.path: e.sha256 for e in outputs.entries if e.kind == "file" and e.sha256}
+    first, count = outputlist.listed(outputs)
     record["outputs"] = {
         "manifest": outputs.digest,
-        "files": {e.path: e.sha256 for e in outputs.entries if e.kind == "file" and e.sha256},
+        "files": first,  # all of them when there are at most outputlist.MAX_LISTED
+        "file_count": count,
         "bytes": outputs.bytes,
         "read_only": True,
         "skipped": [cast(schema.SkippedOutput, s.to_dict()) for s in stored.skipped],
@@ -297,16 +300,14 @@ def _collect(record: RunRecord, paths: RunPaths, store: Store, layout: Layout, r
     record.pop("metrics_steps_object", None)
     record.pop("metrics_truncated", None)
     record.pop("params_read_error", None)
-    found = tracking.read_metrics(
-        paths.outputs, record["outputs"]["files"], tuple(record["config"].get("metrics") or ())
-    )
+    found = tracking.read_metrics(paths.outputs, files, tuple(record["config"].get("metrics") or ()))
     record["metrics"] = found.metrics
     if harvested is not None:
         # The files the code wrote itself win over what it logged to MLflow under the same name.
         record["metrics"] = {**harvested[0]["metrics"], **found.metrics}
-        if found.steps is None and "mlflow/metrics.jsonl" in record["outputs"]["files"]:
+        if found.steps is None and "mlflow/metrics.jsonl" in files:
             record["metrics_steps"] = harvested[0].get("steps", 0)
-            record["metrics_steps_object"] = record["outputs"]["files"]["mlflow/metrics.jsonl"]
+            record["metrics_steps_object"] = files["mlflow/metrics.jsonl"]
     if found.truncated_from is not None:
         record["metrics_truncated"] = {"kept": tracking.MAX_METRIC_KEYS, "total": found.truncated_from}
     if found.steps is not None:

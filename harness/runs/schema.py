@@ -77,7 +77,8 @@ class SkippedOutput(TypedDict):
 
 class Outputs(TypedDict):
     manifest: str | None
-    files: dict[str, str]  # path -> sha256
+    files: dict[str, str]  # path -> sha256: the first outputlist.MAX_LISTED by path (all: the manifest)
+    file_count: NotRequired[int]  # every file recorded; absent in older records, which list every file
     bytes: int
     read_only: NotRequired[bool]  # stored read-only (0444/0555 files, 0755 directories); absent in older records
     skipped: NotRequired[list[SkippedOutput]]  # what the run wrote that the record cannot hold, and why

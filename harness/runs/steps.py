@@ -18,6 +18,7 @@ from typing import Any
 
 from harness.errors import NotFound
 from harness.flatten import flat
+from harness.runs.outputlist import all_files
 from harness.runs.tracking import STEP_KEYS
 from harness.storage.store import Store
 
@@ -58,13 +59,12 @@ class Steps:
         }
 
 
-def steps_object(record: Mapping[str, Any]) -> str | None:
+def steps_object(record: Mapping[str, Any], store: Store) -> str | None:
     """The object id of the run's metrics.jsonl, or None when it wrote none."""
     named = record.get("metrics_steps_object")
     if isinstance(named, str):
         return named
-    files = (record.get("outputs") or {}).get("files") or {}
-    found = files.get(STEPS_FILE)
+    found = all_files(record.get("outputs") or {}, store).get(STEPS_FILE)
     return found if isinstance(found, str) else None
 
 
@@ -72,7 +72,7 @@ def read_steps(record: Mapping[str, Any], store: Store, max_points: int | None =
     """The step series of the run ``record`` describes. NotFound when its metrics.jsonl object is missing from
     the store; StoreCorruption when the object's bytes no longer match its digest."""
     run_id = str(record.get("id"))
-    digest = steps_object(record)
+    digest = steps_object(record, store)
     if digest is None:
         return Steps(run_id, None)
     try:

@@ -33,10 +33,16 @@ class Drift:
 
 
 def check_outputs(
-    outputs: Path, store: Store, entries: Sequence[Entry] | None, files: Mapping[str, str], strict: bool
+    outputs: Path,
+    store: Store,
+    entries: Sequence[Entry] | None,
+    files: Mapping[str, str],
+    strict: bool,
+    listed_all: bool = True,
 ) -> list[Drift]:
     """How ``outputs`` differs from the record. ``entries`` is the outputs manifest (None when it cannot be read:
-    then only the recorded ``files`` are checked, and any file not among them). ``strict``: the record says its
+    then only the recorded ``files`` are checked, and any file not among them, unless ``listed_all`` is false: the
+    record lists only its first files, harness/runs/outputlist.py). ``strict``: the record says its
     outputs were stored read-only (exactly 0444 files, 0555 executables, 0755 directories, less group and other
     bits for a private project); older records are only held to no group/world write access and no set-id bits."""
     top = os.path.abspath(outputs)
@@ -73,7 +79,7 @@ def check_outputs(
             if want is None:
                 if stat.S_ISDIR(st.st_mode) and not known:
                     stack.append(path)  # without the manifest, directories are only implied by the files
-                elif known or stat.S_ISREG(st.st_mode):
+                elif known or (listed_all and stat.S_ISREG(st.st_mode)):
                     found.append(Drift(shown(path), "added", f"{_kind(st.st_mode)} the record does not name"))
                 continue
             seen.add(path)

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from harness.errors import NotFound, StoreCorruption
+from harness.runs.outputlist import all_files
 from harness.storage.store import Store, is_digest
 
 IMAGE_TYPES = {
@@ -84,15 +85,20 @@ def disposition(path: str) -> str:
     return f"{how}; filename*=UTF-8''{quote(name, safe='')}"
 
 
-def _named(record: Mapping[str, Any]) -> dict[str, str]:
-    files = (record.get("outputs") or {}).get("files") or {}
+def _named(record: Mapping[str, Any], store: Store, path: str | None = None) -> dict[str, str]:
+    """The record's output files (from its outputs manifest when it lists only the first ones, unless ``path``
+    is among those)."""
+    outputs = record.get("outputs") or {}
+    files = outputs.get("files") or {}
+    if path is None or path not in files:
+        files = all_files(outputs, store)
     return {p: d for p, d in files.items() if isinstance(p, str) and isinstance(d, str) and is_digest(d)}
 
 
 def list_outputs(record: Mapping[str, Any], store: Store, outputs_dir: Path) -> list[OutputFile]:
     """Every file the record names, sorted by path, with its size (from the store object, else the run dir)."""
     listed = []
-    for path, digest in sorted(_named(record).items()):
+    for path, digest in sorted(_named(record, store).items()):
         size: int | None = None
         for candidate in (store.path(digest), _in_outputs(outputs_dir, path)):
             if candidate is None:
@@ -118,7 +124,7 @@ def open_output(record: Mapping[str, Any], store: Store, outputs_dir: Path, path
     """The recorded output ``path`` and a file holding exactly its recorded bytes. NotFound when the record
     names no such file or neither copy exists; StoreCorruption when the bytes found do not match the record."""
     run_id = record.get("id")
-    digest = _named(record).get(path)
+    digest = _named(record, store, path).get(path)
     if digest is None:
         raise NotFound(f"run {run_id} has no output {path!r}", "the run page lists its outputs")
     found = OutputFile(path, digest, None, kind_of(path))
