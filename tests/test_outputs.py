@@ -304,21 +304,28 @@ def test_an_output_no_one_else_holds_becomes_its_store_object_without_a_second_c
     assert check_outputs(out, store, snap.entries, {}, strict=True) == []
 
 
-# Opens a file as another process would have during the run, and on a line from stdin writes through that
-# descriptor (when it has it open for writing).
+# Opens a file as another process would have during the run ("a": for appending, "r": for reading, "m": mapped
+# shared and writable, its descriptor closed), and on a line from stdin writes through what it holds.
 HOLD = """
-import sys
-fh = open(sys.argv[1], sys.argv[2])
+import mmap, sys
+how = sys.argv[2]
+fh = open(sys.argv[1], "r+b" if how == "m" else how)
+if how == "m":
+    mapped = mmap.mmap(fh.fileno(), 0)
+    fh.close()
 print("open", flush=True)
 sys.stdin.readline()
-if "a" in sys.argv[2]:
+if how == "a":
     fh.write("tampered after the record was made\\n")
     fh.flush()
+elif how == "m":
+    mapped[0:2] = b"AS"
+    mapped.flush()
 print("done", flush=True)
 """
 
 
-@pytest.mark.parametrize("how", ["a", "r"])
+@pytest.mark.parametrize("how", ["a", "r", "m"])
 def test_an_output_another_process_holds_open_is_copied_and_its_descriptor_reaches_nothing_recorded(
     tmp_path: Path, how: str
 ) -> None:

@@ -53,10 +53,8 @@ class Adopter:
 
     def __init__(self, store: Store, temp_dir: str, file_mode: int, exec_mode: int) -> None:
         self.store, self.temp_dir, self.file_mode, self.exec_mode = store, temp_dir, file_mode, exec_mode
-        self.adopted = 0  # files whose own inode became their object
         self._object_mode = store.mode()
         self._store_dev = os.stat(store.root).st_dev
-        self._lock = threading.Lock()
         self._ids = count()
         self._local = threading.local()
 
@@ -70,11 +68,8 @@ class Adopter:
             if claimed and linkable:
                 sha, size = _hash(fd, counter)
                 try:
-                    if self.store.link_in(path, sha, size):
-                        with self._lock:
-                            self.adopted += 1
-                        return sha, size
-                    self._replace(sha, path, executable=False)  # the same bytes are an object already
+                    if not self.store.link_in(path, sha, size):
+                        self._replace(sha, path, executable=False)  # the same bytes are an object already
                     return sha, size
                 except OSError as exc:
                     if exc.errno not in NO_HARDLINK:
