@@ -133,20 +133,15 @@ class Store:
         Each thread gets its own temp directory (tmp/<slot>): creating files in one directory from several
         threads serializes on that directory's lock, and here made storing 6,000 small objects with 6 threads
         3x slower than with a directory per thread (4.0 s against 1.35 s)."""
-        slot = _thread_slot()
-        tmp_dir = f"{self.root}/tmp/{slot}"
         mode = self.mode()
-        if slot not in self._dirs:
-            make_dirs(tmp_dir)
-            self._dirs.add(slot)
         while True:
-            name = f"{tmp_dir}/incoming-{os.getpid()}-{threading.get_ident()}-{next(_SERIAL)}"
+            name = self._temp_name("incoming")
             try:
                 fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
             except FileExistsError:  # left behind by a crashed process that had the same pid
                 continue
             except FileNotFoundError:  # tmp/ was removed since this Store made it
-                make_dirs(tmp_dir)
+                make_dirs(os.path.dirname(name))
                 continue
             try:
                 os.fchmod(fd, mode)  # the umask may have taken bits away; the fd stays writable
@@ -155,6 +150,15 @@ class Store:
                 os.unlink(name)
                 raise
             return fd, name
+
+    def _temp_name(self, kind: str) -> str:
+        """A fresh name in this thread's temp directory (made once per Store): ``kind``-pid-thread-serial."""
+        slot = _thread_slot()
+        tmp_dir = f"{self.root}/tmp/{slot}"
+        if slot not in self._dirs:
+            make_dirs(tmp_dir)
+            self._dirs.add(slot)
+        return f"{tmp_dir}/{kind}-{os.getpid()}-{threading.get_ident()}-{next(_SERIAL)}"
 
     def _object_path(self, digest: str) -> str:
         """objects/ab/cdef... as a string, creating ab/ once per Store (digest already validated)."""
@@ -280,9 +284,12 @@ class Store:
                 raise
             self._dirs.discard(digest[:2])
         # Present but damaged (or its directory gone): this file takes its place in one rename, as a copy would.
-        tmp = f"{self.root}/tmp/{_thread_slot()}/linked-{os.getpid()}-{threading.get_ident()}-{next(_SERIAL)}"
-        make_dirs(os.path.dirname(tmp))
-        os.link(source, tmp)
+        tmp = self._temp_name("linked")
+        try:
+            os.link(source, tmp)
+        except FileNotFoundError:  # tmp/ was removed since this Store made it (or the source is gone: raised again)
+            make_dirs(os.path.dirname(tmp))
+            os.link(source, tmp)
         try:
             self._rename_in(tmp, digest)
         except BaseException:
