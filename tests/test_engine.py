@@ -22,6 +22,7 @@ from harness.docker.engine import connect, split_reference
 from harness.docker.interface import ContainerSpec, Engine
 from harness.env.environment import Environment
 from harness.errors import EngineUnavailable, HarnessError
+from tests.fake_engine import FakeEngine
 from tests.registry import Registry
 from tests.tls_engine import PROBE_SLEEP_S, TLSEngine, client_dir, make_ca
 
@@ -116,42 +117,6 @@ def test_a_docker_context_that_does_not_exist_is_named(monkeypatch: pytest.Monke
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(EngineUnavailable, match="cannot read the docker CLI's .*config.json"):
         connect()
-
-
-class FakeEngine:
-    """A unix socket that answers like an engine on /version and /_ping and with ``answers[path]`` elsewhere, one
-    connection per request; ``reset`` drops each connection with an RST instead of closing it."""
-
-    def __init__(self, path: Path, answers: dict[str, bytes], reset: bool = True) -> None:
-        self.answers, self.reset = answers, reset
-        self.server = socket.socket(socket.AF_UNIX)
-        self.server.bind(str(path))
-        self.server.listen(8)
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return  # closed
-            with conn:
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    request += conn.recv(65536)
-                target = request.split(b" ")[1].decode().split("?")[0]
-                path = "/" + target.split("/", 2)[2] if target.startswith("/v1.") else target
-                if path in ("/version", "/_ping"):
-                    body = b'{"ApiVersion": "1.41", "Version": "fake"}'
-                    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
-                else:
-                    answer = self.answers[path]
-                conn.sendall(answer)
-                if self.reset:
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-    def close(self) -> None:
-        self.server.close()
 
 
 def test_a_server_that_is_not_docker_is_an_engine_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import tarfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,56 +18,15 @@ from harness.docker.interface import Engine
 from harness.docker.timeouts import DEFAULT_TIMEOUT_S, ENV_TIMEOUT, request_timeout
 from harness.env.environment import Environment
 from harness.errors import ConfigError, EngineUnavailable
+from tests.fake_engine import FakeEngine
 from tests.projects import SESSION, cli_env, harness, valid_record
 
 HUNG_HINT = "systemctl status docker"
 
 
-class HungEngine:
-    """A unix socket that accepts every connection, reads the request and never answers, as a hung dockerd does;
-    with ``version`` it answers /version (and /_ping) first, like an engine that hangs after connecting."""
-
-    def __init__(self, path: Path, version: bool = False) -> None:
-        self.path, self.version = path, version
-        self.held: list[socket.socket] = []
-        self.server = socket.socket(socket.AF_UNIX)
-        self.server.bind(str(path))
-        self.server.listen(16)
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    @property
-    def host(self) -> str:
-        return f"unix://{self.path}"
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return  # closed
-            request = b""
-            while b"\r\n\r\n" not in request:
-                piece = conn.recv(65536)
-                if not piece:
-                    break
-                request += piece
-            target = request.split(b" ")[1].decode().split("?")[0] if request else ""
-            if self.version and target.rsplit("/", 1)[-1] in ("version", "_ping"):
-                body = b'{"ApiVersion": "1.41", "Version": "hung"}'
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-                conn.close()
-            else:
-                self.held.append(conn)  # never answered, never closed: the client must give up by itself
-
-    def close(self) -> None:
-        self.server.close()
-        for conn in self.held:
-            conn.close()
-
-
 @pytest.fixture()
-def hung(tmp_path: Path) -> Iterator[HungEngine]:
-    server = HungEngine(tmp_path / "hung.sock")
+def hung(tmp_path: Path) -> Iterator[FakeEngine]:
+    server = FakeEngine(tmp_path / "hung.sock", version=False)
     try:
         yield server
     finally:
@@ -86,7 +43,7 @@ def test_the_timeout_is_read_from_the_environment_and_checked() -> None:
 
 
 def test_connecting_to_a_hung_engine_gives_up_after_the_timeout(
-    hung: HungEngine, monkeypatch: pytest.MonkeyPatch
+    hung: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", hung.host)
     monkeypatch.setenv(ENV_TIMEOUT, "1")
@@ -109,7 +66,7 @@ def test_connecting_to_a_hung_engine_gives_up_after_the_timeout(
 def test_an_engine_that_hangs_after_connecting_is_named_with_what_harness_was_doing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = HungEngine(tmp_path / "half.sock", version=True)
+    server = FakeEngine(tmp_path / "half.sock", reset=False)
     monkeypatch.setenv("DOCKER_HOST", server.host)
     monkeypatch.setenv(ENV_TIMEOUT, "1")
     try:
@@ -130,7 +87,7 @@ def test_an_engine_that_hangs_after_connecting_is_named_with_what_harness_was_do
 
 
 @pytest.mark.docker
-def test_harness_run_against_a_hung_engine_exits_106_within_seconds(probe_project: Path, hung: HungEngine) -> None:
+def test_harness_run_against_a_hung_engine_exits_106_within_seconds(probe_project: Path, hung: FakeEngine) -> None:
     started = time.monotonic()
     result = harness(probe_project, "run", env=cli_env(DOCKER_HOST=hung.host, **{ENV_TIMEOUT: "1"}), timeout=60)
     took = time.monotonic() - started
