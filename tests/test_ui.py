@@ -94,6 +94,48 @@ def server(runs: tuple[Records, dict[str, str]]) -> Iterator[UiServer]:
     thread.join(5)
 
 
+@pytest.fixture()
+def many(tmp_path: Path) -> tuple[Records, list[str]]:
+    """Three runs of 1,500 outputs each (parts/f00000.txt ...), more than a page and more than the 1,000 a record
+    lists: the second differs from the first in f00700.txt and f01400.txt; the third's record names an outputs
+    manifest the store does not have."""
+    from harness.runs.outputlist import listed
+    from harness.storage.outputs import store_outputs
+    from harness.storage.store import Store
+
+    records = Records(tmp_path / ".harness" / "runs", tmp_path / ".harness" / "index.sqlite")
+    store = Store(tmp_path / ".harness" / "objects")  # where make_server looks for objects
+    ids = []
+    for n, changed in enumerate(((), (700, 1400)), start=1):
+        run_id = records.allocate().id
+        out = records.paths(run_id).outputs
+        (out / "parts").mkdir(parents=True)
+        for i in range(1500):
+            (out / "parts" / f"f{i:05d}.txt").write_text(f"{i}{'+' if i in changed else ''}\n")
+        snapshot = store_outputs(out, store, tmp_path / f"skipped{n}").snapshot
+        first, total = listed(snapshot)
+        record = _record(run_id, n, "many", {"model": "m"}, {})
+        record["outputs"] = {"manifest": snapshot.digest, "files": first, "file_count": total}
+        records.write(record)
+        ids.append(run_id)
+    lost = records.allocate().id
+    record = _record(lost, 3, "lost", {"model": "m"}, {})
+    record["outputs"] = records.read(ids[0])["outputs"] | {"manifest": "0" * 64}
+    records.write(record)
+    return records, [*ids, lost]
+
+
+@pytest.fixture()
+def many_server(many: tuple[Records, list[str]]) -> Iterator[UiServer]:
+    ui = make_server(many[0], port=0)
+    thread = threading.Thread(target=ui.serve_forever, daemon=True)
+    thread.start()
+    yield ui
+    ui.shutdown()
+    ui.server_close()
+    thread.join(5)
+
+
 def _get(url: str, host: str | None = None) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, headers={"Host": host} if host else {})
     try:
@@ -132,6 +174,47 @@ def test_api_filters_with_the_ls_where_language(server: UiServer, runs: Any) -> 
     assert (listed["count"], listed["total"], listed["warnings"]) == (2, 6, [])
     status, _, body = _get(server.url + "api/runs?where=" + urllib.parse.quote("metrics.rmse_test <"))
     assert status == 400 and json.loads(body)["error"] == "QueryError"
+
+
+def test_outputs_come_a_page_at_a_time_from_the_manifest_past_the_record_s_first_1000(
+    many_server: UiServer, many: Any
+) -> None:
+    records, (run_id, _, lost) = many
+    url = many_server.url + f"api/runs/{run_id}/outputs"
+    first = json.loads(_get(url)[2])
+    assert (len(first["files"]), first["total"], first["offset"], first["limit"]) == (200, 1500, 0, 200)
+    digest = records.read(run_id)["outputs"]["files"]["parts/f00000.txt"]
+    assert first["files"][0] == {"path": "parts/f00000.txt", "sha256": digest, "size": 2, "kind": "text"}
+
+    # Paging on reaches every file exactly once, in path order, the 500 the record does not list included.
+    seen, offset = [], 0
+    while True:
+        page = json.loads(_get(url + f"?offset={offset}&limit=333")[2])
+        assert (page["total"], page["offset"], page["limit"]) == (1500, offset, 333)
+        if not page["files"]:
+            break
+        assert len(page["files"]) == min(333, 1500 - offset)
+        seen += [f["path"] for f in page["files"]]
+        offset += len(page["files"])
+    assert seen == [f"parts/f{i:05d}.txt" for i in range(1500)]
+    last = json.loads(_get(url + "?offset=1499&limit=1000")[2])["files"]
+    assert [(f["path"], f["size"]) for f in last] == [("parts/f01499.txt", 5)]
+
+    for query, message in [
+        ("offset=-1", "offset must be a whole number from 0, not '-1'"),
+        ("offset=ten", "offset must be a whole number from 0, not 'ten'"),
+        ("offset=1e3", "offset must be a whole number from 0, not '1e3'"),
+        ("limit=0", "limit must be a whole number from 1 to 1,000, not '0'"),
+        ("limit=1001", "limit must be a whole number from 1 to 1,000, not '1001'"),
+        ("limit=2.5", "limit must be a whole number from 1 to 1,000, not '2.5'"),
+    ]:
+        status, _, body = _get(url + "?" + query)
+        error = json.loads(body)
+        assert (status, error["error"], error["message"]) == (400, "UsageError", message), query
+        assert "?offset=0&limit=200" in error["hint"]
+    # A manifest the store lacks is named, never taken for a list of the record's 1,000.
+    status, _, body = _get(many_server.url + f"api/runs/{lost}/outputs")
+    assert status == 404 and "the rest are in its outputs manifest " + "0" * 64 in json.loads(body)["message"]
 
 
 def test_serves_only_its_own_files_to_loopback_hosts(server: UiServer) -> None:

@@ -46,6 +46,8 @@ TEXT_SUFFIXES = frozenset((
 # Scripts and plugins in a served file never run, whatever it is, and it may not load anything.
 FILE_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
 CHUNK = 1 << 20
+PAGE = 200  # output files listed per request (GET /api/runs/<id>/outputs?limit=)
+MAX_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -95,10 +97,29 @@ def _named(record: Mapping[str, Any], store: Store, path: str | None = None) -> 
     return {p: d for p, d in files.items() if isinstance(p, str) and isinstance(d, str) and is_digest(d)}
 
 
-def list_outputs(record: Mapping[str, Any], store: Store, outputs_dir: Path) -> list[OutputFile]:
-    """Every file the record names, sorted by path, with its size (from the store object, else the run dir)."""
+@dataclass(frozen=True)
+class OutputPage:
+    """A page of a run's output files, in path order, starting at ``offset``; ``total`` counts them all."""
+
+    files: tuple[OutputFile, ...]
+    total: int
+    offset: int
+    limit: int
+
+    def to_dict(self) -> dict[str, Any]:
+        files = [f.to_dict() for f in self.files]
+        return {"files": files, "total": self.total, "offset": self.offset, "limit": self.limit}
+
+
+def list_outputs(
+    record: Mapping[str, Any], store: Store, outputs_dir: Path, offset: int = 0, limit: int = PAGE
+) -> OutputPage:
+    """The files the record names, sorted by path, ``limit`` of them from ``offset`` on, each with its size (from
+    the store object, else the run dir). Only the page is looked at on disk: a run may have 100,000 outputs."""
+    named = _named(record, store)
     listed = []
-    for path, digest in sorted(_named(record, store).items()):
+    for path in sorted(named)[offset : offset + limit]:
+        digest = named[path]
         size: int | None = None
         for candidate in (store.path(digest), _in_outputs(outputs_dir, path)):
             if candidate is None:
@@ -109,7 +130,7 @@ def list_outputs(record: Mapping[str, Any], store: Store, outputs_dir: Path) -> 
             except OSError:
                 continue
         listed.append(OutputFile(path, digest, size, kind_of(path)))
-    return listed
+    return OutputPage(tuple(listed), len(named), offset, limit)
 
 
 def _in_outputs(outputs_dir: Path, path: str) -> Path | None:

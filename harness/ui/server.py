@@ -10,7 +10,11 @@ and JS from ``harness/ui/static/`` (nothing is fetched from elsewhere), and a JS
 - ``GET /api/runs/<id or prefix>``: the full record.
 - ``GET /api/runs/<id>/steps``: its step metrics (metrics.jsonl) as series, thinned to MAX_POINTS points each
   (harness.runs.steps).
-- ``GET /api/runs/<id>/outputs``: the output files the record names, with size and kind (image, text, file).
+- ``GET /api/runs/<id>/outputs[?offset=N&limit=M]``: a page of the output files the record names (all of
+  them: from its outputs manifest when the record lists only the first 1,000, harness.runs.outputlist), in path
+  order: ``{"run": id, "files": [...], "total": T, "offset": N, "limit": M}``, each file with its size and kind
+  (image, text, file), looked up for that page only. ``limit`` is 200 unless given, at most 1,000; an offset or
+  limit that is not a whole number in range is a 400 with a message and a hint.
 - ``GET /api/runs/<id>/files/<path>``: one of those files, from the store by its recorded digest, with a content
   type decided by harness and a CSP that keeps any script in it from running (harness/ui/outputfiles.py).
 
@@ -30,7 +34,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from harness.errors import HarnessError, NotFound
+from harness.errors import HarnessError, NotFound, UsageError
 from harness.runs.records import Records
 from harness.storage.store import Store
 
@@ -42,6 +46,7 @@ _STATIC_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
 }
+_WHOLE = re.compile(r"[0-9]{1,12}")
 _STATIC_NAME = re.compile(r"^[a-z0-9_-]+\.(?:css|js|html)$")
 # The page loads only its own files: an injected <script> or an external asset would be blocked even if an
 # escaping bug let one through.
@@ -73,6 +78,27 @@ def list_runs(records: Records, where: str = "") -> dict[str, Any]:
         chosen = records.summaries()
         total = len(chosen)
     return {"runs": chosen, "count": len(chosen), "total": total, "warnings": warnings}
+
+
+def page_bounds(query: Mapping[str, list[str]]) -> tuple[int, int]:
+    """``offset`` and ``limit`` of an /api/runs/<id>/outputs request (0 and outputfiles.PAGE when absent);
+    UsageError for one that is not a whole number, a limit of 0 or above MAX_PAGE."""
+    from harness.ui.outputfiles import MAX_PAGE, PAGE
+
+    bounds = {"offset": 0, "limit": PAGE}
+    for name, low, high in (("offset", 0, None), ("limit", 1, MAX_PAGE)):
+        text = query.get(name, [""])[0]
+        if not text:
+            continue
+        value = int(text) if _WHOLE.fullmatch(text) else None
+        if value is None or value < low or (high is not None and value > high):
+            allowed = f"from {low} to {high:,}" if high is not None else f"from {low}"
+            raise UsageError(
+                f"{name} must be a whole number {allowed}, not {text!r}",
+                f"e.g. ?offset=0&limit={PAGE}: the first {PAGE} files in path order",
+            )
+        bounds[name] = value
+    return bounds["offset"], bounds["limit"]
 
 
 class UiServer(ThreadingHTTPServer):
@@ -127,7 +153,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/runs":
             self._api_runs(parse_qs(url.query).get("where", [""])[0])
         elif path.startswith("/api/runs/"):
-            self._api_run(path.removeprefix("/api/runs/"))
+            self._api_run(path.removeprefix("/api/runs/"), parse_qs(url.query))
         else:
             self._send_json({"error": "NotFound", "message": f"no page {path}"}, 404)
 
@@ -144,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send_json(document)
 
-    def _api_run(self, rest: str) -> None:
+    def _api_run(self, rest: str, query: Mapping[str, list[str]]) -> None:
         ref, _, part = rest.partition("/")
         if not ref or (part not in ("", "steps", "outputs") and not part.startswith("files/")):
             self._send_json({"error": "NotFound", "message": f"no page /api/runs/{rest}"}, 404)
@@ -160,13 +186,15 @@ class _Handler(BaseHTTPRequestHandler):
             elif part == "outputs":
                 from harness.ui.outputfiles import list_outputs
 
+                offset, limit = page_bounds(query)
                 outputs_dir = self.server.records.paths(str(record["id"])).outputs
-                listed = list_outputs(record, self.server.store, outputs_dir)
-                self._send_json({"run": record["id"], "files": [f.to_dict() for f in listed]})
+                page = list_outputs(record, self.server.store, outputs_dir, offset, limit)
+                self._send_json({"run": record["id"], **page.to_dict()})
             else:
                 self._send_json(record)
         except HarnessError as exc:
-            self._send_json(exc.to_dict(), 404 if isinstance(exc, NotFound) else 500)
+            status = 400 if isinstance(exc, UsageError) else 404 if isinstance(exc, NotFound) else 500
+            self._send_json(exc.to_dict(), status)
 
     def _send_output(self, record: Mapping[str, Any], path: str) -> None:
         from harness.ui.outputfiles import FILE_CSP, disposition, open_output, read_chunks
