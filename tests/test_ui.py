@@ -452,3 +452,66 @@ def test_a_thousand_runs_render_sort_and_filter_quickly(browser: Any, tmp_path: 
         ui.shutdown()
         ui.server_close()
         thread.join(5)
+
+
+@pytest.mark.browser
+def test_many_outputs_are_paged_on_the_run_page_and_bounded_in_a_comparison(
+    browser: Any, many_server: UiServer, many: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    records, (a, b, lost) = many
+    browser.get(many_server.url + f"#/run/{a}")
+    _wait(
+        browser,
+        lambda d: d.execute_script("return document.querySelector('[data-section=outputs]')?.dataset.state") == "ready",
+    )
+
+    def paths() -> list[str]:
+        script = "return [...document.querySelectorAll('table.outputs tbody tr')].map(r => r.dataset.path)"
+        return list(browser.execute_script(script))
+
+    def shown() -> str:
+        return str(browser.find_element(By.ID, "outputs-shown").text)
+
+    assert shown() == "showing 200 of 1,500 files"
+    assert paths() == [f"parts/f{i:05d}.txt" for i in range(200)]
+    more = browser.find_element(By.ID, "outputs-more")
+    assert more.text == "show 200 more"
+    browser.execute_script("arguments[0].scrollIntoView({block: 'end'})", more)
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "ui-run-many-outputs.png"))
+    for n in range(400, 1500, 200):
+        more.click()
+        _wait(browser, lambda _, n=n: shown() == f"showing {n:,} of 1,500 files")
+    assert more.text == "show 100 more"
+    more.click()
+    _wait(browser, lambda _: shown() == "showing 1,500 of 1,500 files")
+    assert paths() == [f"parts/f{i:05d}.txt" for i in range(1500)] and not more.is_displayed()
+
+    # Where the manifest cannot be read, the record's own 1,000 stay, said to be the first of 1,500, with the error.
+    browser.get(many_server.url + f"#/run/{lost}")
+    _wait(
+        browser,
+        lambda d: d.execute_script("return document.querySelector('[data-section=outputs]')?.dataset.state") == "ready",
+    )
+    outputs = browser.find_element(By.CSS_SELECTOR, '#view-run [data-section="outputs"]')
+    assert outputs.find_element(By.ID, "outputs-cut").text == (
+        f"the record lists the first 1,000 of 1,500 files (by path); all of them: harness data show {'0' * 64}"
+    )
+    assert "which cannot be read" in outputs.find_element(By.CSS_SELECTOR, "p.error").text
+
+    # Two records of 1,000 listed files each: 200 per-file rows, those that differ first, and what is left out.
+    browser.get(many_server.url + f"#/compare/{a}/{b}")
+    _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#view-compare table.compare"))
+    rows = browser.execute_script(
+        "return [...document.querySelectorAll('#view-compare tr[data-key^=\"outputs.files.\"]')]"
+        ".map(r => [r.dataset.key, r.className])"
+    )
+    assert len(rows) == 200 and ["outputs.files.parts/f00700.txt", "diff"] in rows
+    assert browser.find_element(By.ID, "compare-files-note").text == (
+        f"the record of {a} lists the first 1,000 of 1,500 output files; the record of {b} lists the first 1,000 of "
+        f"1,500 output files; 800 of 1,000 outputs.files rows left out (0 of them differ); harness diff {a} {b} "
+        "compares every output file and names each one that differs"
+    )
+    browser.save_screenshot(str(ARTIFACTS / "ui-compare-many-outputs.png"))

@@ -52,6 +52,15 @@
   const short = (digest, n) => (digest ? String(digest).split(":").pop().slice(0, n) : "");
   const time = (iso) => (iso ? String(iso).slice(0, 19).replace("T", " ") : "");
   const isFailed = (r) => r.status === "failed" || r.status === "interrupted";
+  const count = (n) => n.toLocaleString("en-US");
+  // A record lists its first 1,000 output files by path and counts them all in file_count (older records list
+  // every file and have no count); the rest are in its outputs manifest (harness/runs/outputlist.py).
+  function outputsListed(record) {
+    const outputs = record.outputs || {};
+    const listed = Object.keys(outputs.files || {}).length;
+    const total = Number.isInteger(outputs.file_count) ? outputs.file_count : listed;
+    return { listed, total, cut: total > listed, manifest: outputs.manifest };
+  }
   const statusText = (r) => r.status + (r.status === "failed" && r.exit_code !== null && r.exit_code !== undefined ? ` (${r.exit_code})` : "");
 
   async function getJSON(url) {
@@ -266,6 +275,7 @@
     const metrics = flatten(r.metrics || {}, "");
     const packages = env.packages || [];
     const files = Object.entries(outputs.files || {}).sort();
+    const listed = outputsListed(r);
     const view = $("#view-run");
     view.replaceChildren(
       el("p", {}, el("a", { href: "#/" }, "← all runs")),
@@ -282,7 +292,11 @@
         ? kvTable(Object.entries(metrics).map(([k, v]) => [k, exact(v)]), ["metric", "value"])
         : el("p", { class: "muted" }, r.metrics_error || "no metrics")),
       section("Steps", el("p", { class: "muted" }, r.metrics_steps ? "loading…" : "no step metrics (metrics.jsonl)")),
-      section("Outputs", files.length ? kvTable(files, ["path", "sha256"]) : el("p", { class: "muted" }, "no outputs")),
+      section("Outputs", listed.cut ? el("p", { class: "warning", id: "outputs-cut" },
+        `the record lists the first ${count(listed.listed)} of ${count(listed.total)} files (by path); `,
+        listed.manifest ? ["all of them: ", el("code", {}, `harness data show ${listed.manifest}`)]
+          : "it names no outputs manifest for the rest") : null,
+      files.length ? kvTable(files, ["path", "sha256"]) : el("p", { class: "muted" }, "no outputs")),
       section("Code", kvTable([
         ["commit", code.commit], ["subject", code.subject], ["tree", code.tree], ["branch", code.branch],
         ["remote", code.remote], ["dirty", code.dirty ? "yes: uncommitted changes were run" : "no"],
@@ -318,6 +332,7 @@
 
   // What a comparison is usually about comes first; the rest alphabetically.
   const COMPARE_ORDER = ["name", "status", "exit_code", "params", "metrics", "code", "data", "environment", "outputs"];
+  const MAX_COMPARE_FILES = 200; // rows of outputs.files.<path>: two records may list 1,000 files each
 
   function renderCompare(a, b) {
     const fa = comparable(a), fb = comparable(b);
@@ -328,12 +343,27 @@
     const keys = [...new Set([...Object.keys(fa), ...Object.keys(fb)])].filter((k) => k !== "id")
       .sort((x, y) => rank(x) - rank(y) || (x < y ? -1 : x > y ? 1 : 0));
     const onlyDiff = el("input", { type: "checkbox", id: "only-diff" });
-    const rows = keys.map((k) => {
+    const same = new Set(keys.filter((k) => exact(fa[k]) === exact(fb[k])));
+    const differing = keys.length - same.size;
+    // At most MAX_COMPARE_FILES per-file rows, those that differ first; the count above still covers them all.
+    const fileKeys = keys.filter((k) => k.startsWith("outputs.files."));
+    const keptFiles = new Set([...fileKeys.filter((k) => !same.has(k)), ...fileKeys.filter((k) => same.has(k))]
+      .slice(0, MAX_COMPARE_FILES));
+    const leftOut = fileKeys.filter((k) => !keptFiles.has(k));
+    const rows = keys.filter((k) => !k.startsWith("outputs.files.") || keptFiles.has(k)).map((k) => {
       const va = exact(fa[k]), vb = exact(fb[k]);
-      return el("tr", { class: va === vb ? "same" : "diff", "data-key": k },
+      return el("tr", { class: same.has(k) ? "same" : "diff", "data-key": k },
         el("td", { class: "key" }, k), el("td", { class: "mono" }, va), el("td", { class: "mono" }, vb));
     });
-    const differing = rows.filter((row) => row.classList.contains("diff")).length;
+    // What the per-file rows cannot show: files a record does not list, and rows left out here.
+    const cut = [a, b].map((r) => [r, outputsListed(r)]).filter(([, l]) => l.cut);
+    const notes = [
+      ...cut.map(([r, l]) => `the record of ${r.id} lists the first ${count(l.listed)} of ${count(l.total)} output files`),
+      leftOut.length ? `${count(leftOut.length)} of ${count(fileKeys.length)} outputs.files rows left out`
+        + ` (${count(leftOut.filter((k) => !same.has(k)).length)} of them differ)` : null,
+    ].filter(Boolean);
+    const filesNote = notes.length ? el("p", { class: "warning", id: "compare-files-note" }, `${notes.join("; ")}; `,
+      el("code", {}, `harness diff ${a.id} ${b.id}`), " compares every output file and names each one that differs") : null;
     const table = el("table", { class: "kv compare" },
       el("thead", {}, el("tr", {}, el("th", {}, "field"),
         el("th", {}, el("a", { href: `#/run/${encodeURIComponent(a.id)}` }, a.id), " ", a.name || "", " ", badges(a)),
@@ -345,6 +375,7 @@
       el("h1", {}, "Compare ", el("span", { class: "mono" }, a.id), " and ", el("span", { class: "mono" }, b.id)),
       el("p", {}, el("span", { id: "diff-count" }, `${differing} of ${keys.length} fields differ`), " ",
         el("label", { class: "check" }, onlyDiff, " only differences")),
+      filesNote,
       table,
     );
   }

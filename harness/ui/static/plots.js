@@ -7,10 +7,13 @@ window.HarnessPlots = function ({ el, getJSON, state, loaded }) {
   const Charts = window.HarnessCharts;
   const MAX_OVERLAY = Charts.PALETTE.length; // one colour per run
   const MAX_CHARTS = 60; // step metrics drawn on a run's page
+  const OUTPUT_PAGE = 200; // output files asked for at a time: a run may have 100,000
   const $ = (sel) => document.querySelector(sel);
 
   // The step charts and the outputs (images inline, text to open, the rest listed) come after the record.
   const fileUrl = (id, path) => `/api/runs/${encodeURIComponent(id)}/files/${path.split("/").map(encodeURIComponent).join("/")}`;
+  const outputsUrl = (id, offset) => `/api/runs/${encodeURIComponent(id)}/outputs?offset=${offset}&limit=${OUTPUT_PAGE}`;
+  const count = (n) => n.toLocaleString("en-US");
 
   function size(bytes) {
     if (bytes === null || bytes === undefined) return "not in the store";
@@ -27,7 +30,7 @@ window.HarnessPlots = function ({ el, getJSON, state, loaded }) {
     const stepsBox = view.querySelector('[data-section="steps"]'), outBox = view.querySelector('[data-section="outputs"]');
     const [steps, outputs] = await Promise.all([
       getJSON(`/api/runs/${encodeURIComponent(r.id)}/steps`).catch((err) => ({ error: String(err.message || err) })),
-      getJSON(`/api/runs/${encodeURIComponent(r.id)}/outputs`).catch((err) => ({ error: String(err.message || err) })),
+      getJSON(outputsUrl(r.id, 0)).catch((err) => ({ error: String(err.message || err) })),
     ]);
     if (!view.contains(stepsBox)) return; // the page moved on meanwhile
     const names = Object.keys(steps.series || {});
@@ -47,22 +50,49 @@ window.HarnessPlots = function ({ el, getJSON, state, loaded }) {
     if (outputs.error) {
       outBox.append(el("p", { class: "error" }, outputs.error));
     } else if (outputs.files.length) {
-      const images = outputs.files.filter((f) => f.kind === "image" && f.size !== null);
+      // A page of files at a time (the server looks only at those); "more" asks for the next and appends it.
       const table = el("table", { class: "kv outputs" }, el("thead", {}, el("tr", {}, ["path", "sha256", "size", ""].map((h) => el("th", {}, h)))));
       const body = el("tbody");
-      for (const f of outputs.files) {
-        const url = fileUrl(r.id, f.path);
-        const link = f.size === null ? "" : f.kind === "file"
-          ? el("a", { href: url, download: f.path.split("/").pop() }, "download")
-          : el("a", { href: url, target: "_blank", rel: "noopener" }, "open");
-        body.append(el("tr", { "data-path": f.path, "data-kind": f.kind }, el("td", { class: "key" }, f.path),
-          el("td", { class: "mono" }, f.sha256), el("td", { class: "num" }, size(f.size)), el("td", {}, link)));
-      }
       table.append(body);
       // An image is shown with <img>: an SVG's scripts never run there (and the server's CSP stops them anyway).
-      const gallery = el("div", { class: "images" }, images.map((f) => el("figure", { class: "image" },
-        el("img", { src: fileUrl(r.id, f.path), alt: f.path, loading: "lazy", "data-path": f.path }), el("figcaption", {}, f.path))));
-      fill(outBox, el("h2", {}, "Outputs"), images.length ? gallery : null, table);
+      const gallery = el("div", { class: "images" });
+      const shown = el("p", { class: "muted", id: "outputs-shown" });
+      const more = el("button", { type: "button", class: "quiet", id: "outputs-more" });
+      const failed = el("p", { class: "error", hidden: true });
+      let loaded = 0;
+      const add = (page) => {
+        for (const f of page.files) {
+          const url = fileUrl(r.id, f.path);
+          const link = f.size === null ? "" : f.kind === "file"
+            ? el("a", { href: url, download: f.path.split("/").pop() }, "download")
+            : el("a", { href: url, target: "_blank", rel: "noopener" }, "open");
+          body.append(el("tr", { "data-path": f.path, "data-kind": f.kind }, el("td", { class: "key" }, f.path),
+            el("td", { class: "mono" }, f.sha256), el("td", { class: "num" }, size(f.size)), el("td", {}, link)));
+          if (f.kind === "image" && f.size !== null) {
+            gallery.append(el("figure", { class: "image" },
+              el("img", { src: url, alt: f.path, loading: "lazy", "data-path": f.path }), el("figcaption", {}, f.path)));
+          }
+        }
+        loaded += page.files.length;
+        gallery.hidden = !gallery.childElementCount;
+        shown.textContent = `showing ${count(loaded)} of ${count(page.total)} files`;
+        more.textContent = `show ${count(Math.min(OUTPUT_PAGE, page.total - loaded))} more`;
+        more.hidden = loaded >= page.total || !page.files.length;
+      };
+      more.addEventListener("click", async () => {
+        more.disabled = true;
+        try {
+          add(await getJSON(outputsUrl(r.id, loaded)));
+          failed.hidden = true;
+        } catch (err) {
+          failed.textContent = String(err.message || err);
+          failed.hidden = false;
+        } finally {
+          more.disabled = false;
+        }
+      });
+      add(outputs);
+      fill(outBox, el("h2", {}, "Outputs"), gallery, table, shown, more, failed);
     }
     outBox.dataset.state = "ready";
   }
