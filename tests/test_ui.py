@@ -201,9 +201,10 @@ def test_outputs_come_a_page_at_a_time_from_the_manifest_past_the_record_s_first
     assert [(f["path"], f["size"]) for f in last] == [("parts/f01499.txt", 5)]
 
     for query, message in [
-        ("offset=-1", "offset must be a whole number from 0, not '-1'"),
-        ("offset=ten", "offset must be a whole number from 0, not 'ten'"),
-        ("offset=1e3", "offset must be a whole number from 0, not '1e3'"),
+        ("offset=-1", "offset must be a whole number from 0 to 1,000,000,000,000, not '-1'"),
+        ("offset=ten", "offset must be a whole number from 0 to 1,000,000,000,000, not 'ten'"),
+        ("offset=1e3", "offset must be a whole number from 0 to 1,000,000,000,000, not '1e3'"),
+        ("offset=10000000000000", "offset must be a whole number from 0 to 1,000,000,000,000, not '10000000000000'"),
         ("limit=0", "limit must be a whole number from 1 to 1,000, not '0'"),
         ("limit=1001", "limit must be a whole number from 1 to 1,000, not '1001'"),
         ("limit=2.5", "limit must be a whole number from 1 to 1,000, not '2.5'"),

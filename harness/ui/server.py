@@ -46,7 +46,8 @@ _STATIC_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
 }
-_WHOLE = re.compile(r"[0-9]{1,12}")
+_WHOLE = re.compile(r"[0-9]{1,13}")
+MAX_OFFSET = 10**12  # past any run's file count: such an offset is an empty page
 _STATIC_NAME = re.compile(r"^[a-z0-9_-]+\.(?:css|js|html)$")
 # The page loads only its own files: an injected <script> or an external asset would be blocked even if an
 # escaping bug let one through.
@@ -86,15 +87,14 @@ def page_bounds(query: Mapping[str, list[str]]) -> tuple[int, int]:
     from harness.ui.outputfiles import MAX_PAGE, PAGE
 
     bounds = {"offset": 0, "limit": PAGE}
-    for name, low, high in (("offset", 0, None), ("limit", 1, MAX_PAGE)):
+    for name, low, high in (("offset", 0, MAX_OFFSET), ("limit", 1, MAX_PAGE)):
         text = query.get(name, [""])[0]
         if not text:
             continue
         value = int(text) if _WHOLE.fullmatch(text) else None
-        if value is None or value < low or (high is not None and value > high):
-            allowed = f"from {low} to {high:,}" if high is not None else f"from {low}"
+        if value is None or not low <= value <= high:
             raise UsageError(
-                f"{name} must be a whole number {allowed}, not {text!r}",
+                f"{name} must be a whole number from {low} to {high:,}, not {text!r}",
                 f"e.g. ?offset=0&limit={PAGE}: the first {PAGE} files in path order",
             )
         bounds[name] = value
