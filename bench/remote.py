@@ -16,7 +16,8 @@ Per round, interleaved:
 - second machine, on a run of `python -c pass` with no data (so both sides get the image and run it): the env
   image removed from the engine, then `harness rebuild RUN --remote REF` in a fresh HARNESS_HOME and
   HARNESS_CACHE, next to `docker pull REF@<digest>` + `docker run --rm --network none IMAGE python -c pass`
-  (the image removed before each).
+  (the image removed before each), and next to the floor of a Python command on harness's stack doing that
+  same engine work (bench/sdkfloor.py: typer and the Docker SDK imported, the same pull and run, nothing else).
 Medians and min-max over the rounds; ratios against the named baselines.
 
 Usage: python bench/remote.py [--rounds 3] [--big-mb 1024] [--small-count 10000] [--small-kb 10] [--dir /tmp]
@@ -258,9 +259,15 @@ def main() -> None:
                 )
         t = results["rebuild"]
         ratio = statistics.median(t["rebuild"]) / statistics.median(t["docker"])
+        floor = statistics.median(t["floor"])
         print(
             f"  second machine: harness rebuild --remote {spread(t['rebuild'])}, docker pull + run "
             f"{spread(t['docker'])}: ratio {ratio:.2f}"
+        )
+        print(
+            f"    the floor of a Python command on typer and the Docker SDK, the same pull and run "
+            f"(bench/sdkfloor.py): {spread(t['floor'])}: {floor / statistics.median(t['docker']):.2f}x docker; "
+            f"harness rebuild is {statistics.median(t['rebuild']) / floor:.2f}x it"
         )
     finally:
         registry.stop()
@@ -274,7 +281,7 @@ def rebuild_rounds(proj: Path, run_id: str, record: dict, host: str, scratch: Pa
     harness(proj, "push", run_id, "--remote", remote)
     image_id = record["environment"]["image_id"]
     digest = record["environment"]["manifest_digest"]
-    times: dict[str, list[float]] = {"rebuild": [], "docker": []}
+    times: dict[str, list[float]] = {"rebuild": [], "docker": [], "floor": []}
     for i in range(rounds):
         subprocess.run(["docker", "image", "rm", "-f", image_id], check=True, capture_output=True)
         machine = scratch / f"machine{i}"
@@ -293,6 +300,8 @@ def rebuild_rounds(proj: Path, run_id: str, record: dict, host: str, scratch: Pa
             capture_output=True,
         )
         times["docker"].append(time.perf_counter() - started)
+        subprocess.run(["docker", "image", "rm", "-f", image_id], check=True, capture_output=True)
+        times["floor"].append(timed([sys.executable, str(HERE / "sdkfloor.py"), f"{remote}@{digest}"], proj, env()))
     subprocess.run(["docker", "image", "rm", "-f", image_id], check=False, capture_output=True)
     return times
 
