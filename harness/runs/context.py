@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, cast
 
 from harness.docker.interface import Engine
@@ -33,26 +32,13 @@ from harness.project.projectfiles import CommittedFiles
 from harness.project.vcs import Change, CommitInfo, Repository
 from harness.runs import mlflowstore, schema, tracking
 from harness.runs.hostinfo import host_facts
+from harness.runs.inputs import MAX_LISTED_CHANGES, Inputs, RunRequest
 from harness.runs.limits import Limits, capacity_soon, resolve
 from harness.runs.schema import SCHEMA, RunRecord
 from harness.storage import snapshot
 from harness.storage.store import Store
 
-MAX_LISTED_CHANGES = 20
 Say = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    project_dir: Path
-    rev: str = "HEAD"
-    allow_dirty: bool = False
-    configs: tuple[str, ...] = ()
-    overrides: tuple[str, ...] = ()
-    name: str | None = None
-    command: tuple[str, ...] | None = None
-    rehash: bool = False  # read every data file, trusting no cached hash
-    limits: tuple[str, ...] = ()  # --limit KEY=VALUE
 
 
 @dataclass(frozen=True)
@@ -158,28 +144,6 @@ def _check_clean(repo: Repository, commit: CommitInfo, request: RunRequest, layo
             "the working tree as it is (the diff is stored and the run is marked dirty)",
         )
     return changes
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """Everything the container needs, resolved: from a project at a commit (run) or from a record (rebuild)."""
-
-    layout: Layout
-    command: tuple[str, ...]
-    params: Params
-    commit_time: int  # SOURCE_DATE_EPOCH
-    threads: int
-    extra_env: dict[str, str]
-    archive: str  # code archive object
-    patch: str | None  # dirty-run patch manifest object
-    data: snapshot.Snapshot
-    image_id: str
-    helper: str  # the params helper module's object: what `import harness_params` ran
-    limits: Limits
-    defaults_file: str | None = None  # a flat params file in the code, rewritten with the run's params
-    code_paths: dict[str, str] = field(default_factory=dict)  # [paths]: links in /code to /data or /outputs
-    metrics_files: tuple[str, ...] = ()  # outputs read as metrics besides metrics.json(l)
-    mlflow: bool = False  # the environment has mlflow: point it at a store of harness's own (mlflowstore.py)
 
 
 @dataclass(frozen=True)

@@ -13,17 +13,10 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from harness.docker.engine import connect
 from harness.docker.interface import Engine
-from harness.env import images, oci
-from harness.env.dockerfilebase import NOT_REBUILDABLE
-from harness.env.environment import Environment
-from harness.env.imageload import load_image
-from harness.env.lockfile import Lock
-from harness.env.pinnedbase import read_archived, record_path
-from harness.env.recipe import Recipe
 from harness.errors import INTERRUPTED_EXIT_CODE, EnvironmentBuildError, HarnessError, NotFound, StoreCorruption
 from harness.paths import Layout
 from harness.project import codebase
@@ -39,6 +32,10 @@ from harness.runs.schema import Code, Host, RunRecord
 from harness.storage import snapshot
 from harness.storage.store import Store
 from harness.storage.storelock import adding_objects
+
+if TYPE_CHECKING:
+    from harness.env.environment import Environment
+    from harness.env.recipe import Recipe
 
 REBUILD_DIFFERS_EXIT_CODE = 1
 
@@ -242,6 +239,12 @@ def _environment(original: RunRecord, layout: Layout, store: Store, engine: Engi
     image_id = env_section["image_id"]
     if engine.has_image(image_id):
         return
+    # What loads or rebuilds an image is imported only when the engine lacks it: most rebuilds find it there.
+    from harness.env import images, oci
+    from harness.env.environment import Environment
+    from harness.env.imageload import load_image
+    from harness.env.lockfile import Lock
+
     env = Environment.from_dict(env_section)
     cache = Store(layout.cache_objects)
     recipe = _recipe(env.base)
@@ -274,6 +277,9 @@ def _environment(original: RunRecord, layout: Layout, store: Store, engine: Engi
 def _require_archived_base(recipe: Recipe, env: Environment, layout: Layout, cache: Store, commit: str) -> None:
     """A Dockerfile base's image exists only as its archive: name what is missing of it, if anything, before
     anything is rebuilt (the library layer alone can be rebuilt on an intact archive)."""
+    from harness.env.dockerfilebase import NOT_REBUILDABLE
+    from harness.env.pinnedbase import read_archived, record_path
+
     archived = read_archived(recipe, layout)
     record = record_path(recipe, layout)
     if archived is None:
@@ -295,6 +301,8 @@ def _require_archived_base(recipe: Recipe, env: Environment, layout: Layout, cac
 
 
 def _recipe(base: dict[str, Any]) -> Recipe:
+    from harness.env.recipe import Recipe
+
     return Recipe(
         name=str(base.get("name", "recorded")),
         # A digest-pinned base (pinnedbase.py) records no suite, variant or packages.

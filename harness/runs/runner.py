@@ -24,7 +24,7 @@ from harness.paths import Layout
 from harness.project import codebase, codepaths
 from harness.project.params import MAX_ENV_TOTAL, MAX_ENV_VALUE, write_defaults_file
 from harness.runs import mlflowstore, outputlist, ownership, schema, tracking
-from harness.runs.context import MAX_LISTED_CHANGES, Inputs, RunRequest, load_project, prepare
+from harness.runs.inputs import MAX_LISTED_CHANGES, Inputs, RunRequest
 from harness.runs.limited import limit_failure, run_limited
 from harness.runs.logcap import CappedLog
 from harness.runs.records import Records, RunPaths
@@ -69,6 +69,9 @@ class RunResult:
 
 
 def run(request: RunRequest, reporter: Reporter, engine: Engine | None = None) -> RunResult:
+    # Resolving a project and building its image: not what a rebuild, which executes recorded inputs, imports.
+    from harness.runs.context import load_project, prepare
+
     project = load_project(request)
     # Until the record names them, the objects this run stores are referenced by nothing: `harness gc` waits.
     with adding_objects(project.layout.store, reporter.progress):

@@ -22,8 +22,9 @@ from harness.docker.interface import Engine
 from harness.errors import INTERRUPTED_EXIT_CODE, MAX_FAILED_EXIT_CODE
 from harness.project.params import Params
 from harness.project.sweepgrid import Grid, build_grid
-from harness.runs.context import Inputs, RunContext, RunRequest, load_project, prepare
+from harness.runs.context import RunContext, load_project, prepare
 from harness.runs.executor import Executor, LocalExecutor, Outcome, Task, TaskReporter
+from harness.runs.inputs import Inputs, RunRequest
 from harness.runs.runner import RunResult, execute
 from harness.runs.schema import RunRecord, Sweep
 from harness.storage.storelock import adding_objects
