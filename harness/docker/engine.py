@@ -102,8 +102,10 @@ class DockerEngine:
 
     # -- facts --------------------------------------------------------------------------------------------
     def version(self) -> dict[str, str]:
-        with self._talking("asking the engine its version"):
-            info = self._api.version()
+        info = getattr(self._api, "answered", None)  # asked when connecting (_client_class)
+        if info is None:
+            with self._talking("asking the engine its version"):
+                info = self._api.version()
         return {
             "engine_version": str(info.get("Version", "")),
             "api_version": str(info.get("ApiVersion", "")),
@@ -500,14 +502,24 @@ def _timed_out(chain: list[BaseException]) -> bool:
 
 @functools.cache
 def _client_class() -> Any:
-    """docker.APIClient that keeps the CA its TLS settings name.
+    """docker.APIClient that keeps the CA its TLS settings name, and the engine's answer to /version.
 
     requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE replace a session's CA (its merge_environment_settings
     prefers the environment to ``Session.verify``: docker/docker-py#2433), so DOCKER_CERT_PATH's ca.pem would be
-    ignored wherever those are set, as on machines that point Python at the system's CA bundle."""
+    ignored wherever those are set, as on machines that point Python at the system's CA bundle.
+
+    ``answered`` is the last /version answer: connecting with version="auto" asks it, and the engine's facts for
+    a record (:meth:`DockerEngine.version`) are that same answer, not a second request."""
     from docker import APIClient
 
     class Client(APIClient):  # type: ignore[misc]
+        answered: dict[str, Any] | None = None
+
+        def version(self, api_version: bool = True) -> Any:
+            answer = super().version(api_version)
+            self.answered = answer
+            return answer
+
         def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
             merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
             if self.verify is not True:  # a CA file from the TLS settings, or verification turned off
