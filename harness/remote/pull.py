@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,6 +31,7 @@ from harness.paths import Layout
 from harness.remote.artifact import Index, RunManifest, run_tag
 from harness.runs.records import Records
 from harness.runs.sealing import record_digest
+from harness.soon import soon
 from harness.storage import snapshot
 from harness.storage.store import Store
 from harness.storage.storelock import adding_objects
@@ -134,26 +136,24 @@ def fetch_objects(
     image_elsewhere: Callable[[ImageParts], bool] | None = None,
 ) -> tuple[int, int]:
     """Fetch the blobs of ``index`` (sizes from its manifest, ``blobs``) whose objects the store lacks, and the
-    environment image's into the cache unless ``image_elsewhere`` says the engine has it; each checked as it
-    arrives. Shared by a run's pull and a sweep's bundle (bundle.py). How many blobs and bytes were fetched."""
+    environment image's into the cache unless ``image_elsewhere`` says the engine has it (asked in a thread, so
+    an engine pulling the image does so while the run's blobs arrive); each checked as it arrives. Shared by a
+    run's pull and a sweep's bundle (bundle.py). How many blobs and bytes were fetched."""
     store = Store(layout.objects)
     cache = Store(layout.cache_objects)
     fetched = 0
     wanted = [d for d, (_, members) in sorted(index.blobs.items()) if any(not store.has(o) for o in members)]
     image_wanted: list[str] = []
+    engine_pulled: Callable[[], bool] | None = None
     if index.image is not None:
         parts = [index.image.manifest_digest, index.image.config_digest, *index.image.layers]
         image_wanted = [d for d in parts if not cache.has(d)]
-        if image_wanted and image_elsewhere is not None and image_elsewhere(index.image):
-            image_wanted = []
-    total = sum(blobs[d] for d in wanted) + _image_bytes(source, index, image_wanted, cache, where)
-    tally = _Tally(total, progress)
-    if image_wanted:
-        say(f"fetching environment image {index.image.config_digest[:12]}" if index.image else "")
-        for digest in image_wanted:
-            if not cache.has(digest):
-                _fetch_object(source, digest, cache, where, tally, f"a layer of the environment image of {what}")
-                fetched += 1
+        if image_wanted and image_elsewhere is not None:
+            # The engine pulls the image while the run's own blobs come here: both transfers at once.
+            engine_pulled = soon(partial(image_elsewhere, index.image), "harness-engine-pull")
+    tally = _Tally(sum(blobs[d] for d in wanted), progress)
+    if engine_pulled is None:
+        tally.total += _image_bytes(source, index, image_wanted, cache, where)
     if wanted:
         say(f"fetching {what}: {len(wanted)} of {len(index.blobs)} blobs")
     for digest in wanted:
@@ -166,6 +166,17 @@ def fetch_objects(
                 raise StoreCorruption(f"{where}: the index of {what} names blob {digest} as another object")
             _fetch_object(source, digest, store, where, tally, part)
         fetched += 1
+    if engine_pulled is not None:
+        if engine_pulled():
+            image_wanted = []
+        else:
+            tally.total += _image_bytes(source, index, image_wanted, cache, where)
+    if image_wanted and index.image is not None:
+        say(f"fetching environment image {index.image.config_digest[:12]}")
+        for digest in image_wanted:
+            if not cache.has(digest):
+                _fetch_object(source, digest, cache, where, tally, f"a layer of the environment image of {what}")
+                fetched += 1
     absent = [d for d in index.objects if not store.has(d)]
     if absent:
         raise StoreCorruption(

@@ -9,7 +9,6 @@ where it came from, and a rebuild runs under the recorded ones.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from harness.docker.interface import ContainerLimits, Engine
 from harness.errors import ConfigError, UsageError
 from harness.project.limitconfig import KEYS, LimitValue
 from harness.runs import schema
+from harness.soon import soon
 from harness.units import format_size
 
 DEFAULT_PIDS = 4096
@@ -65,24 +65,8 @@ class Capacity:
 def capacity_soon(engine: Engine, store: Path) -> Callable[[], Capacity]:
     """Ask the engine for its host's memory and CPUs in a thread: a `docker info` takes about 10 ms here, which
     the run's other preparations (environment, code, data) hide. The function returned waits for the answer."""
-    answer: dict[str, Any] = {}
-
-    def ask() -> None:
-        try:
-            answer["resources"] = engine.resources()
-        except BaseException as exc:  # raised in the caller's thread, where it can be reported
-            answer["error"] = exc
-
-    thread = threading.Thread(target=ask, name="harness-engine-resources", daemon=True)
-    thread.start()
-
-    def capacity() -> Capacity:
-        thread.join()
-        if "error" in answer:
-            raise answer["error"]
-        return Capacity.of(answer["resources"], store)
-
-    return capacity
+    resources = soon(engine.resources, "harness-engine-resources")
+    return lambda: Capacity.of(resources(), store)
 
 
 @dataclass(frozen=True)
