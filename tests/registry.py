@@ -12,11 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.tokenserver import TokenServer
+
 
 class Registry:
     """Debian's docker-registry serving on 127.0.0.1 (docker allows plain http to 127.0.0.0/8)."""
 
-    def __init__(self, root: Path, login: tuple[str, str] | None = None, tls: TLS | None = None) -> None:
+    def __init__(
+        self, root: Path, login: tuple[str, str] | None = None, tls: TLS | None = None, token: TokenServer | None = None
+    ) -> None:
         binary = shutil.which("docker-registry")
         if binary is None:
             pytest.fail("docker-registry is not installed; run ./scripts/setup", pytrace=False)
@@ -35,6 +39,8 @@ class Registry:
             user, password = login
             (root / "htpasswd").write_text(f"{user}:{_bcrypt(password)}\n")
             text += f"auth:\n  htpasswd:\n    realm: harness-test\n    path: {root / 'htpasswd'}\n"
+        elif token is not None:  # token auth: the registry sends clients to the token server for a signed JWT
+            text += token.registry_config()
         self.tls = tls
         self.root = root
         config.write_text(text)
