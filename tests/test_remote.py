@@ -17,6 +17,7 @@ from harness.remote.client import connect
 from harness.remote.reference import parse
 from tests.projects import cli_env, harness
 from tests.registry import TLS, Registry
+from tests.tokenserver import TokenServer
 
 pytestmark = [pytest.mark.docker]
 
@@ -160,6 +161,71 @@ def test_login_and_tls_refusals_are_clear(ran: tuple[Path, str], tmp_path: Path)
         assert [r["id"] for r in json.loads(listed.stdout)] == [run_id]
     finally:
         registry.stop()
+
+
+def test_token_login_as_hosted_registries_ask_for_it(ran: tuple[Path, str], tmp_path: Path) -> None:
+    """The token flow of Docker Hub, GHCR, GitLab and Harbor: the registry sends the client to a token server with
+    the scope it needs; the client gets a signed token there with docker's stored login and shows it. One token per
+    scope, not one per request or per blob; a wrong login and no login are refused before anything is written."""
+    project, run_id = ran
+    tokens = TokenServer(tmp_path / "tokens", login=("ci", "s3cret"))
+    registry = Registry(tmp_path / "token-registry", token=tokens)
+    try:
+        remote = f"{registry.host}/team/probe"
+
+        def login(password: str | None, env: dict[str, str] | None = None) -> dict[str, str]:
+            """``env`` (else the project's) with docker's config.json holding this password for the registry."""
+            config = tmp_path / f"docker-{password}"
+            config.mkdir(exist_ok=True)
+            auths = {}
+            if password is not None:
+                auths[registry.host] = {"auth": base64.b64encode(f"ci:{password}".encode()).decode()}
+            (config / "config.json").write_text(json.dumps({"auths": auths}))
+            return {**(env if env is not None else cli_env()), "DOCKER_CONFIG": str(config)}
+
+        repositories = registry.root / "data" / "docker" / "registry" / "v2" / "repositories"
+        wrong = harness(project, "push", run_id, "--remote", remote, env=login("wrong"))
+        assert wrong.returncode == 109, wrong.stderr
+        assert "refused the login" in wrong.stderr and "docker login" in wrong.stderr, wrong.stderr
+        assert wrong.stderr.startswith("error: "), wrong.stderr  # harness's words only, not oras's log lines
+        assert tokens.asked and all(asked.refused for asked in tokens.asked)
+        none = harness(project, "push", run_id, "--remote", remote, env=login(None))
+        assert none.returncode == 109, none.stderr
+        assert "docker has none stored" in none.stderr and "docker login" in none.stderr, none.stderr
+        assert not repositories.exists()  # nothing reached the registry
+
+        tokens.asked.clear()
+        pushed = harness(project, "push", run_id, "--remote", remote, "--json", env=login("s3cret"))
+        assert pushed.returncode == 0, pushed.stderr
+        sent = json.loads(pushed.stdout)["runs"][0]["sent"]
+        asked = list(tokens.asked)
+        assert all(one.account == "ci" and not one.refused for one in asked), asked
+        # /v2/ (the login proved), the pull scope (asked first), the push scope: not one per blob
+        granted = [{frozenset(scope.rpartition(":")[2].split(",")) for scope in one.scopes} for one in asked]
+        assert granted == [set(), {frozenset({"pull"})}, {frozenset({"pull", "push"})}], asked
+        assert all(scope.startswith("repository:team/probe:") for one in asked for scope in one.scopes), asked
+        assert sent > len(asked), sent
+
+        cwd, env = elsewhere(tmp_path)
+        refused = harness(cwd, "pull", run_id, "--remote", remote, env=login("wrong", env))
+        assert refused.returncode == 109 and "refused the login" in refused.stderr, refused.stderr
+        home = Path(env["HARNESS_HOME"])
+        assert not (home / "runs" / run_id).exists()
+        assert not list((home / "objects").rglob("*.partial"))
+
+        tokens.asked.clear()
+        pulled = harness(cwd, "pull", run_id, "--remote", remote, "--json", env=login("s3cret", env))
+        assert pulled.returncode == 0, pulled.stderr
+        assert (home / "runs" / run_id / "record.json").is_file()
+        assert len(tokens.asked) == 2, tokens.asked  # /v2/ and the pull scope
+        verified = harness(cwd, "verify", "--json", env=env)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        listed = harness(cwd, "ls", "--remote", remote, "--json", env=login("s3cret", env))
+        assert listed.returncode == 0, listed.stderr
+        assert [r["id"] for r in json.loads(listed.stdout)] == [run_id]
+    finally:
+        registry.stop()
+        tokens.stop()
 
 
 def test_references_are_checked() -> None:

@@ -12,6 +12,10 @@ On top of it this module adds what harness needs and oras 0.2 does not do:
 - errors in harness's form: an unreachable registry, an untrusted certificate, a refused login, named as such.
   oras retries every failed request five times with sleeps of 3 to 83 s (two minutes for a refused
   connection); harness calls the request without that retry and retries only a dropped connection, briefly.
+- a token per scope: oras keeps one bearer token and, when the registry answers it with a 401, sends the same
+  token again; a registry asks for a scope per request (``repository:team/x:pull``, then ``...:pull,push``), and
+  the token got when the login was proved on ``/v2/`` grants none, so every request was refused. On that 401 a new
+  token is asked for the scope the registry names (also what renews an expired token).
 
 Which scheme: https, verified against the system's CAs (``REQUESTS_CA_BUNDLE`` replaces them), or against
 ``/etc/docker/certs.d/<host:port>/ca.crt`` when docker has one for the registry. A registry on a loopback address
@@ -28,10 +32,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from harness.errors import HarnessError, NotFound, RemoteError
 from harness.remote.reference import Reference
+
+if TYPE_CHECKING:
+    import logging
 
 MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 ACCEPT = ", ".join(
@@ -62,13 +69,18 @@ class Registry:
         self._scheme = scheme
         self._verify = verify
         self._auth: dict[str, str] = {}  # a Basic header sent with every request (no 401 round trip, no re-sent body)
+        self._bearer = False  # the token flow: a 401 asks for a new token
+        self._stored = False  # docker had a login stored for the registry
         self.requests = 0  # made so far, for tests and the benchmark
 
     def login(self, challenge: str) -> None:
         """Log in as docker would (its config.json and credential helpers, through oras), for Basic or token
         auth as the registry's challenge asks, and prove the login with one request."""
+        import logging
+
         import oras.provider
 
+        logging.getLogger("oras.logger").addFilter(_no_oras_errors)  # added once: the same function each time
         backend = "basic" if challenge.lower().startswith("basic") else "token"
         registry = oras.provider.Registry(
             hostname=self.ref.registry, insecure=self._scheme == "http", tls_verify=self._verify, auth_backend=backend
@@ -77,19 +89,17 @@ class Registry:
         container = registry.get_container(str(self.ref))
         registry.auth.load_configs(container, configs=[str(config)] if config.is_file() else [])
         basic = getattr(registry.auth, "_basic_auth", None)
+        self._stored = bool(basic)
         if backend == "basic":
             if not basic:
-                raise RemoteError(
-                    f"registry {self.ref.registry} asks for a login, and docker has none stored for it ({config})",
-                    f"log in with `docker login {self.ref.registry}` (harness uses docker's logins and credential "
-                    "helpers)",
-                )
+                raise _no_login(self.ref)
             self._auth = {"Authorization": f"Basic {basic}"}
+        self._bearer = backend == "token"  # with no login stored, oras asks for an anonymous token (public images)
         self._oras = registry
         if basic:  # a stored login: prove it now, with a clear error, rather than in the middle of a transfer
             response = self._request("GET", f"{self._scheme}://{self.ref.registry}/v2/")
             if response.status_code != 200:
-                raise _refused_login(self.ref, _errors(response))
+                raise self._refused(_errors(response))
 
     # -- plumbing -----------------------------------------------------------------------------------------
     def _url(self, tail: str) -> str:
@@ -99,7 +109,12 @@ class Registry:
         if self._oras is None:
             return self._session.request(method, url, headers=headers, timeout=(30, 600), **kwargs)
         request = type(self._oras).do_request.__wrapped__  # without oras's five slow retries (see the docstring)
-        return request(self._oras, url, method, headers=headers, **kwargs)
+        response = request(self._oras, url, method, headers=headers, **kwargs)
+        if response.status_code == 401 and self._bearer:  # a token without this scope (or expired): a new one
+            headers, changed = self._oras.auth.authenticate_request(response, dict(headers), refresh=True)
+            if changed:
+                response = self._oras.session.request(method, url, headers=headers, verify=self._verify, **kwargs)
+        return response
 
     def _request(self, method: str, url: str, **kwargs: Any) -> Any:
         import requests
@@ -121,12 +136,15 @@ class Registry:
                     time.sleep(0.5 * (attempt + 1))
                     continue
                 raise _unreachable(self.ref, exc) from None
-            except ValueError as exc:  # oras: "Cannot respond to request for authentication."
-                raise _refused_login(self.ref, str(exc)) from None
+            except ValueError:  # oras: "Cannot respond to request for authentication." (no token was given)
+                raise self._refused("its token service gave no token for this login") from None
             if response.status_code in (401, 403):
-                raise _refused_login(self.ref, _errors(response))
+                raise self._refused(_errors(response))
             return response
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _refused(self, detail: str) -> RemoteError:
+        return _refused_login(self.ref, detail) if self._stored else _no_login(self.ref)
 
     def _check(self, response: Any, what: str) -> Any:
         if response.status_code >= 400:
@@ -311,6 +329,20 @@ def _unreachable(ref: Reference, exc: BaseException, during: str = "") -> Remote
         f"cannot reach registry {ref.registry}{where}: {_reason(exc)}",
         "check the address and that the registry is up; what was transferred and verified is kept, so running "
         "the same command again resumes",
+    )
+
+
+def _no_oras_errors(record: logging.LogRecord) -> bool:
+    """Drop oras's error lines: harness names each failure itself, and oras's would mislead (on a refused token it
+    prints "Please use basic auth with a username or password", when that is what was refused). Its warnings stay
+    (a credential helper that is missing or failed)."""
+    return record.levelno < 40  # logging.ERROR (logging is imported with oras, not before)
+
+
+def _no_login(ref: Reference) -> RemoteError:
+    return RemoteError(
+        f"registry {ref.registry} asks for a login for {ref}, and docker has none stored for it ({docker_config()})",
+        f"log in with `docker login {ref.registry}` (harness uses docker's logins and credential helpers)",
     )
 
 
