@@ -177,8 +177,18 @@ def test_api_filters_with_the_ls_where_language(server: UiServer, runs: Any) -> 
 
 
 def test_outputs_come_a_page_at_a_time_from_the_manifest_past_the_record_s_first_1000(
-    many_server: UiServer, many: Any
+    many_server: UiServer, many: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import harness.runs.outputlist
+
+    manifests_read: list[str] = []
+    load_snapshot = harness.runs.outputlist.load_snapshot
+
+    def counted(store: Any, digest: str) -> Any:
+        manifests_read.append(digest)
+        return load_snapshot(store, digest)
+
+    monkeypatch.setattr(harness.runs.outputlist, "load_snapshot", counted)
     records, (run_id, _, lost) = many
     url = many_server.url + f"api/runs/{run_id}/outputs"
     first = json.loads(_get(url)[2])
@@ -197,6 +207,8 @@ def test_outputs_come_a_page_at_a_time_from_the_manifest_past_the_record_s_first
         seen += [f["path"] for f in page["files"]]
         offset += len(page["files"])
     assert seen == [f"parts/f{i:05d}.txt" for i in range(1500)]
+    # Its manifest was read once for all those pages: a page of a run of 100,000 outputs is not a re-read of them.
+    assert manifests_read == [records.read(run_id)["outputs"]["manifest"]]
     last = json.loads(_get(url + "?offset=1499&limit=1000")[2])["files"]
     assert [(f["path"], f["size"]) for f in last] == [("parts/f01499.txt", 5)]
 

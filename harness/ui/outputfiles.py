@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -26,7 +28,7 @@ from typing import Any
 from urllib.parse import quote
 
 from harness.errors import NotFound, StoreCorruption
-from harness.runs.outputlist import all_files
+from harness.runs.outputlist import all_files, truncated
 from harness.storage.store import Store, is_digest
 
 IMAGE_TYPES = {
@@ -46,6 +48,11 @@ TEXT_SUFFIXES = frozenset((
 # Scripts and plugins in a served file never run, whatever it is, and it may not load anything.
 FILE_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
 CHUNK = 1 << 20
+# Whole output lists read from outputs manifests, kept by (store, manifest digest): a manifest is named by its
+# content, so a kept list is never stale, and paging through a run of 100,000 outputs reads its manifest once.
+MANIFESTS_KEPT = 2  # a run paged through, and a second (100,000 paths take about 15 MB)
+_kept: OrderedDict[tuple[str, str], dict[str, str]] = OrderedDict()
+_kept_lock = threading.Lock()  # the server answers requests in threads
 PAGE = 200  # output files listed per request (GET /api/runs/<id>/outputs?limit=)
 MAX_PAGE = 1000
 
@@ -92,8 +99,22 @@ def _named(record: Mapping[str, Any], store: Store, path: str | None = None) -> 
     is among those)."""
     outputs = record.get("outputs") or {}
     files = outputs.get("files") or {}
-    if path is None or path not in files:
-        files = all_files(outputs, store)
+    if (path is not None and path in files) or not truncated(outputs):
+        return _valid(files)
+    key = (str(store.root), str(outputs.get("manifest")))
+    with _kept_lock:
+        if key in _kept:
+            _kept.move_to_end(key)
+            return _kept[key]
+    named = _valid(all_files(outputs, store))  # names the manifest when it cannot be read: nothing is kept
+    with _kept_lock:
+        _kept[key] = named
+        while len(_kept) > MANIFESTS_KEPT:
+            _kept.popitem(last=False)
+    return named
+
+
+def _valid(files: Mapping[Any, Any]) -> dict[str, str]:
     return {p: d for p, d in files.items() if isinstance(p, str) and isinstance(d, str) and is_digest(d)}
 
 
