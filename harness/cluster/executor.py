@@ -9,7 +9,9 @@ so `harness ls` shows the sweep while it goes on, and the sweep's events say don
 
 A run is never recorded twice: a task run again for the same (sweep, index) finds the run the remote holds under
 ``sweep-<id>-<index>`` and returns it. Ctrl-C cancels the futures and sets the sweep's Dask Event, which makes
-each worker kill its running container (the run is recorded interrupted there and pushed back).
+each worker kill its running container; the run is recorded interrupted there and pushed back, and the sweep
+waits for those runs (up to RETURN_WAIT_S; Ctrl-C again stops waiting) and pulls each, so a stopped sweep leaves
+no run it started only on a worker. One that does not come back in time is named, with the command that pulls it.
 
 `distributed` is an optional extra (``pip install 'harness[dask]'``); only this package imports it.
 """
@@ -17,6 +19,7 @@ each worker kill its running container (the run is recorded interrupted there an
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,6 +31,8 @@ from harness.runs.sweep import ExecutorFactory, SweepPlan
 
 INSTALL_HINT = "pip install 'harness[dask]'  (distributed, Dask's scheduler, workers and client)"
 CONNECT_TIMEOUT_S = 20
+RETURN_WAIT_S = 30  # after Ctrl-C: how long the sweep waits for the runs it stopped to come back from their workers
+RETURN_POLL_S = 0.5
 
 
 def require_distributed() -> None:
@@ -139,6 +144,7 @@ class ClusterExecutor:
                     events.finished(task, outcome)
             except KeyboardInterrupt:
                 self._stop(list(futures))
+                self._bring_back(tasks, outcomes, events)
         finally:
             try:
                 self.client.unsubscribe_topic(topic)
@@ -152,12 +158,20 @@ class ClusterExecutor:
         except Exception as exc:  # the task raised twice, or its workers kept dying (KilledWorker)
             message = exc.message if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
             return Outcome(task.index, self._started.get(task.index), "failed", None, message)
+        return self._outcome(task, summary)
+
+    def _outcome(self, task: Task, summary: dict[str, Any]) -> Outcome:
+        """A task's run, pulled here, as its summary ({run, status, exit_code, error, worker}) tells it."""
         run_id = str(summary["run"])
         try:
             self._pull(run_id)
         except HarnessError as exc:
             return Outcome(
-                task.index, run_id, "failed", None, f"ran on {summary.get('worker')}, but pulling it failed: {exc}"
+                task.index,
+                run_id,
+                "failed",
+                None,
+                f"ran on {summary.get('worker') or 'its worker'}, but pulling it failed: {exc}",
             )
         return Outcome(task.index, run_id, str(summary["status"]), summary.get("exit_code"), summary.get("error"))
 
@@ -170,7 +184,39 @@ class ClusterExecutor:
         run_id = self._started.get(task.index)
         if run_id is None:
             return Outcome(task.index, None, "not started", None)
-        return Outcome(task.index, run_id, "interrupted", None, "the sweep was stopped; the run is on its worker")
+        return Outcome(
+            task.index,
+            run_id,
+            "interrupted",
+            None,
+            f"the sweep was stopped; its worker records the run interrupted and pushes it to {self.remote}: "
+            f"`harness pull {run_id} --remote {self.remote}` brings it here",
+        )
+
+    def _bring_back(self, tasks: Sequence[Task], outcomes: dict[int, Outcome], events: Events) -> None:
+        """After Ctrl-C, the runs that had started: each worker kills its container, records the run interrupted
+        and pushes it, tagged with its place in the sweep, in a second or two. Pull each as it arrives, for up to
+        RETURN_WAIT_S; Ctrl-C again stops waiting, and what has not come back stays on the remote."""
+        from harness.cluster.task import pushed_run, sweep_tag
+
+        waiting = [t for t in tasks if t.index in self._started and t.index not in outcomes]
+        deadline = time.monotonic() + RETURN_WAIT_S
+        try:
+            while waiting and time.monotonic() < deadline:
+                for task in list(waiting):
+                    summary = pushed_run(self.registry, sweep_tag(self.plan.id, task.index), str(self.remote))
+                    if summary is None:
+                        continue
+                    waiting.remove(task)
+                    outcomes[task.index] = outcome = self._outcome(task, summary)
+                    events.finished(task, outcome)
+                if waiting:
+                    time.sleep(RETURN_POLL_S)
+        except KeyboardInterrupt:
+            pass  # Ctrl-C again: the rest stay on the remote, named with how to pull them (_unfinished)
+        except HarnessError as exc:  # the remote stopped answering: the same
+            for task in waiting:
+                events.note(task, f"not brought back from {self.remote}: {exc.message}")
 
     def _stop(self, futures: list[Any]) -> None:
         """Ctrl-C: no task starts any more, and each worker kills the container of the run it has going."""

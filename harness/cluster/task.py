@@ -66,7 +66,7 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
     registry = connect(ref)
     sweep = spec["record"]["sweep"]
     tag = sweep_tag(str(sweep["id"]), int(sweep["index"]))
-    done = _already(registry, tag, str(ref))
+    done = pushed_run(registry, tag, str(ref))
     if done is not None:
         return done | {"worker": worker.name, "again": True}
     layout = worker_layout()
@@ -195,7 +195,7 @@ def _quiet(_message: str) -> None:
     pass
 
 
-def _already(registry: Any, tag: str, where: str) -> dict[str, Any] | None:
+def pushed_run(registry: Any, tag: str, where: str) -> dict[str, Any] | None:
     """The summary of the run the remote holds under ``tag``, if any (its record fetched and checked)."""
     from harness.remote.artifact import RunManifest
     from harness.remote.pull import small_blob
