@@ -12,6 +12,7 @@ On top of it this module adds what harness needs and oras 0.2 does not do:
 - errors in harness's form: an unreachable registry, an untrusted certificate, a refused login, named as such.
   oras retries every failed request five times with sleeps of 3 to 83 s (two minutes for a refused
   connection); harness calls the request without that retry and retries only a dropped connection, briefly.
+  oras sets no timeout either: every request, through oras or not, gets TIMEOUT (a hung registry is an error).
 - a token per scope: oras keeps one bearer token and, when the registry answers it with a 401, sends the same
   token again; a registry asks for a scope per request (``repository:team/x:pull``, then ``...:pull,push``), and
   the token got when the login was proved on ``/v2/`` grants none, so every request was refused. On that 401 a new
@@ -49,6 +50,9 @@ ACCEPT = ", ".join(
     ]
 )
 CHUNK = 1 << 20
+# (connect, read) seconds for every request to the registry, the login's and the token service's included: a
+# registry that stops answering is an error, never a hang. A read waits for the next bytes, not the whole body.
+TIMEOUT = (30, 600)
 _CERTS_D = Path("/etc/docker/certs.d")
 _ATTEMPTS = 3
 
@@ -85,6 +89,7 @@ class Registry:
         registry = oras.provider.Registry(
             hostname=self.ref.registry, insecure=self._scheme == "http", tls_verify=self._verify, auth_backend=backend
         )
+        timed(registry.session)  # oras sets no timeout; its auth asks the token service through this session too
         config = docker_config()
         container = registry.get_container(str(self.ref))
         registry.auth.load_configs(container, configs=[str(config)] if config.is_file() else [])
@@ -107,7 +112,7 @@ class Registry:
 
     def _send(self, method: str, url: str, headers: dict[str, str], **kwargs: Any) -> Any:
         if self._oras is None:
-            return self._session.request(method, url, headers=headers, timeout=(30, 600), **kwargs)
+            return self._session.request(method, url, headers=headers, **kwargs)
         request = type(self._oras).do_request.__wrapped__  # without oras's five slow retries (see the docstring)
         response = request(self._oras, url, method, headers=headers, **kwargs)
         if response.status_code == 401 and self._bearer:  # a token without this scope (or expired): a new one
@@ -271,12 +276,34 @@ def connect(ref: Reference) -> Registry:
         scheme = "https"
         probe = _probe(ref, scheme, verify)
     assert probe is not None
-    session = requests.Session()
+    session = timed(requests.Session())
     session.verify = verify
     client = Registry(ref, session, scheme, verify)
     if probe.status_code == 401:
         client.login(probe.headers.get("WWW-Authenticate", ""))
     return client
+
+
+def timed(session: Any) -> Any:
+    """``session`` (a requests.Session), each of its requests given TIMEOUT unless it names its own."""
+    from requests import PreparedRequest, Response
+    from requests.adapters import HTTPAdapter
+
+    class Timed(HTTPAdapter):
+        def send(
+            self,
+            request: PreparedRequest,
+            stream: bool = False,
+            timeout: Any = None,
+            verify: bool | str = True,
+            cert: Any = None,
+            proxies: Any = None,
+        ) -> Response:
+            return super().send(request, stream, TIMEOUT if timeout is None else timeout, verify, cert, proxies)
+
+    for prefix in ("https://", "http://"):
+        session.mount(prefix, Timed())
+    return session
 
 
 def _probe(ref: Reference, scheme: str, verify: bool | str) -> Any:
