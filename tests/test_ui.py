@@ -23,6 +23,7 @@ from harness.errors import HarnessError
 from harness.runs.records import SCHEMA, Records
 from harness.ui.server import UiServer, make_server
 from tests.projects import cli_env
+from tests.uiserver import serving
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 XSS_NAME = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
@@ -85,13 +86,8 @@ def runs(tmp_path: Path) -> tuple[Records, dict[str, str]]:
 
 @pytest.fixture()
 def server(runs: tuple[Records, dict[str, str]]) -> Iterator[UiServer]:
-    ui = make_server(runs[0], port=0)
-    thread = threading.Thread(target=ui.serve_forever, daemon=True)
-    thread.start()
-    yield ui
-    ui.shutdown()
-    ui.server_close()
-    thread.join(5)
+    with serving(runs[0]) as ui:
+        yield ui
 
 
 @pytest.fixture()
@@ -127,13 +123,8 @@ def many(tmp_path: Path) -> tuple[Records, list[str]]:
 
 @pytest.fixture()
 def many_server(many: tuple[Records, list[str]]) -> Iterator[UiServer]:
-    ui = make_server(many[0], port=0)
-    thread = threading.Thread(target=ui.serve_forever, daemon=True)
-    thread.start()
-    yield ui
-    ui.shutdown()
-    ui.server_close()
-    thread.join(5)
+    with serving(many[0]) as ui:
+        yield ui
 
 
 def _get(url: str, host: str | None = None) -> tuple[int, dict[str, str], bytes]:

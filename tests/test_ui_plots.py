@@ -11,7 +11,6 @@ import math
 import os
 import subprocess
 import sys
-import threading
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator
@@ -22,11 +21,12 @@ import pytest
 
 from harness.env.environment import Environment
 from harness.env.lockfile import Lock
-from harness.ui.server import UiServer, make_server
+from harness.ui.server import UiServer
 from harness.ui.svgchart import PALETTE
 from tests import test_ui
 from tests.projects import cli_env, commit_all, harness, make_probe_project
 from tests.test_ui import ARTIFACTS, _get, _open_table, _row, _wait
+from tests.uiserver import serving
 
 pytestmark = pytest.mark.docker
 browser = test_ui.browser  # the module-scoped headless Chromium
@@ -81,13 +81,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_env: Environment, tiny_
 def server(sweep: tuple[Path, list[str]]) -> Iterator[UiServer]:
     from harness.runs.history import project_records
 
-    ui = make_server(project_records(sweep[0]), port=0)
-    thread = threading.Thread(target=ui.serve_forever, daemon=True)
-    thread.start()
-    yield ui
-    ui.shutdown()
-    ui.server_close()
-    thread.join(5)
+    with serving(project_records(sweep[0])) as ui:
+        yield ui
 
 
 def _expected_loss(lr: float, step: int) -> float:
