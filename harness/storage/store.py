@@ -69,6 +69,10 @@ def _pipelined(readinto: Callable[[memoryview], int | None], hasher: Any, fd: in
     for _ in range(_BUFFERS):
         free.put(memoryview(bytearray(CHUNK)))
     failed: list[BaseException] = []
+    # The helper writes through its own descriptor and closes it itself. If this thread leaves early (Ctrl-C,
+    # which can also cut the join below short on CPython 3.11) and the caller closes fd, a write still under way
+    # reaches the same temp file, never another file opened meanwhile under fd's number.
+    own_fd = os.dup(fd)
 
     def read_and_write() -> None:
         try:
@@ -77,11 +81,12 @@ def _pipelined(readinto: Callable[[memoryview], int | None], hasher: Any, fd: in
                 if n == 0:
                     break
                 full.put((buf, n))
-                _write_all(fd, buf[:n])
+                _write_all(own_fd, buf[:n])
         except BaseException as exc:  # handed to the hashing thread
             failed.append(exc)
         finally:
             full.put(None)
+            os.close(own_fd)
 
     thread = threading.Thread(target=read_and_write, name="harness-store-copy", daemon=True)
     thread.start()
