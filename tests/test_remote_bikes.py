@@ -4,6 +4,7 @@ no network but the loopback registry), once through a registry and once from an 
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from tests.projects import cli_env, harness
 from tests.registry import Registry
 from tests.test_examples import bikes  # noqa: F401 - the module's fixture: the example in its own git repository
+from tests.tokenserver import TokenServer
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -71,6 +73,29 @@ def test_bikes_rebuilds_identical_elsewhere_through_a_registry_and_from_a_file(
         assert listed.returncode == 0 and run_id in listed.stdout
     finally:
         registry.stop()
+
+    # The same through a registry that logs in as Docker Hub, GHCR and GitLab do (the token flow): harness's own
+    # requests and the engine's pull both go with docker's stored login.
+    tokens = TokenServer(tmp_path / "tokens", login=("ci", "s3cret"))
+    registry = Registry(tmp_path / "token-registry", token=tokens)
+    try:
+        remote = f"{registry.host}/team/bikes"
+        docker_config = tmp_path / "docker-login"
+        docker_config.mkdir()
+        auth = base64.b64encode(b"ci:s3cret").decode()
+        (docker_config / "config.json").write_text(json.dumps({"auths": {registry.host: {"auth": auth}}}))
+        login = {"DOCKER_CONFIG": str(docker_config)}
+        pushed = harness(bikes, "push", run_id, "--remote", remote, env=cli_env(**login))
+        assert pushed.returncode == 0, pushed.stderr
+        remove_image(image_id)
+        cwd, env = machine(tmp_path, "third")
+        rebuilt = harness(cwd, "rebuild", run_id, "--remote", remote, "--json", env={**env, **login})
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        assert "docker pull" in rebuilt.stderr and "could not pull" not in rebuilt.stderr, rebuilt.stderr
+        assert json.loads(rebuilt.stdout)["identical"] is True
+    finally:
+        registry.stop()
+        tokens.stop()
 
     bundle = tmp_path / "bikes-run.tar"
     assert harness(bikes, "export", run_id, "-o", str(bundle)).returncode == 0
