@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from tests.certs import self_signed
+
 SERVICE = "harness-test-registry"
 ISSUER = "harness-test-token-issuer"
 LIFETIME = 300
@@ -44,26 +46,7 @@ class TokenServer:
     def __init__(self, root: Path, login: tuple[str, str]) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.key, self.cert = root / "token.key", root / "token.pem"
-        subprocess.run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                str(self.key),
-                "-out",
-                str(self.cert),
-                "-days",
-                "2",
-                "-subj",
-                "/CN=harness test token issuer",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        self_signed(self.key, self.cert, "/CN=harness test token issuer")
         # The PEM body is the base64 of the DER: what x5c holds.
         pem = self.cert.read_text().splitlines()
         self._x5c = "".join(line for line in pem if line and not line.startswith("-----"))
